@@ -1,0 +1,323 @@
+//! JSON Web Tokens: [`JwtAuthenticator`] verifies them, [`issue_hs256`] mints them.
+//!
+//! Claims (SPEC §7): `sub` (the player id), `exp`, optional `nbf`, `iss`, `aud`, `role`
+//! (`player` when absent, `service`, `admin`) and `sid` (a session id).
+//!
+//! ```
+//! use dualcast_layers::jwt::{issue_hs256, Claims, JwtAuthenticator};
+//! use dualcast_layers::{Authenticate, AuthErrorKind, Role};
+//!
+//! let secret = b"an example secret of enough length";
+//! let verify = JwtAuthenticator::hs256(secret);
+//!
+//! let token = issue_hs256(secret, &Claims::new("alice", Role::Player, 60).with_session("s1")).unwrap();
+//! let identity = verify.authenticate(&token).unwrap();
+//! assert_eq!(identity.player_id(), "alice");
+//! assert_eq!(identity.session_id(), Some("s1"));
+//!
+//! let other = issue_hs256(b"another secret entirely, also long", &Claims::new("eve", Role::Admin, 60)).unwrap();
+//! assert_eq!(verify.authenticate(&other).unwrap_err().kind(), AuthErrorKind::Invalid);
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{AuthError, AuthErrorKind, Authenticate, Identity, Role};
+
+/// The longest `sub` accepted, in bytes.
+pub const MAX_SUBJECT_LEN: usize = 128;
+
+/// The claims dualcast reads and [`issue_hs256`] writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The player id.
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Not valid before, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Audience.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    /// `player` (the default), `service` or `admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// A session id the token is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+impl Claims {
+    /// Claims for `sub` with `role`, expiring `valid_for_secs` seconds from now.
+    #[must_use]
+    pub fn new(sub: impl Into<String>, role: Role, valid_for_secs: u64) -> Self {
+        Self {
+            sub: sub.into(),
+            exp: unix_now().saturating_add(valid_for_secs),
+            nbf: None,
+            iss: None,
+            aud: None,
+            role: Some(role.as_str().to_owned()),
+            sid: None,
+        }
+    }
+
+    /// Binds the token to a session (`sid`).
+    #[must_use]
+    pub fn with_session(mut self, sid: impl Into<String>) -> Self {
+        self.sid = Some(sid.into());
+        self
+    }
+
+    /// Sets an absolute expiry, seconds since the Unix epoch.
+    #[must_use]
+    pub fn with_expiry(mut self, exp: u64) -> Self {
+        self.exp = exp;
+        self
+    }
+}
+
+/// Mints an HS256 token, for tests, tools and the example server.
+pub fn issue_hs256(secret: &[u8], claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+}
+
+/// Verifies JWTs with one key and one algorithm.
+///
+/// Defaults: `exp` required, 30 s of leeway for clock skew (see [`leeway`](Self::leeway)),
+/// no issuer or audience check until [`issuer`](Self::issuer) / [`audience`](Self::audience)
+/// are set. Cloning is cheap.
+#[derive(Clone)]
+#[must_use]
+pub struct JwtAuthenticator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+/// A key that could not be read.
+#[derive(Debug)]
+pub struct KeyError(jsonwebtoken::errors::Error);
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid verification key: {}", self.0)
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+impl JwtAuthenticator {
+    /// HS256 with a shared secret (use at least 32 random bytes).
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self::with_key(DecodingKey::from_secret(secret), Algorithm::HS256)
+    }
+
+    /// RS256 with an RSA public key in PEM.
+    pub fn rs256_pem(public_key: &[u8]) -> Result<Self, KeyError> {
+        DecodingKey::from_rsa_pem(public_key)
+            .map(|key| Self::with_key(key, Algorithm::RS256))
+            .map_err(KeyError)
+    }
+
+    /// EdDSA (Ed25519) with a public key in PEM.
+    pub fn eddsa_pem(public_key: &[u8]) -> Result<Self, KeyError> {
+        DecodingKey::from_ed_pem(public_key)
+            .map(|key| Self::with_key(key, Algorithm::EdDSA))
+            .map_err(KeyError)
+    }
+
+    fn with_key(key: DecodingKey, algorithm: Algorithm) -> Self {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = 30;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            inner: Arc::new(Inner { key, validation }),
+        }
+    }
+
+    fn edit(mut self, edit: impl FnOnce(&mut Validation)) -> Self {
+        let mut validation = self.inner.validation.clone();
+        edit(&mut validation);
+        let key = self.inner.key.clone();
+        self.inner = Arc::new(Inner { key, validation });
+        self
+    }
+
+    /// Requires `iss` to equal `issuer`. Default: not checked.
+    pub fn issuer(self, issuer: &str) -> Self {
+        self.edit(|v| {
+            v.set_issuer(&[issuer]);
+            v.required_spec_claims.insert("iss".to_owned());
+        })
+    }
+
+    /// Requires `aud` to contain `audience`. Default: not checked.
+    pub fn audience(self, audience: &str) -> Self {
+        self.edit(|v| {
+            v.set_audience(&[audience]);
+            v.required_spec_claims.insert("aud".to_owned());
+        })
+    }
+
+    /// Clock skew allowed on `exp` and `nbf`. Default: 30 seconds.
+    pub fn leeway(self, leeway: Duration) -> Self {
+        self.edit(|v| v.leeway = leeway.as_secs())
+    }
+}
+
+impl fmt::Debug for JwtAuthenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtAuthenticator")
+            .field("algorithms", &self.inner.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticate for JwtAuthenticator {
+    fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.inner.key, &self.inner.validation)
+            .map_err(|error| match error.kind() {
+            ErrorKind::ExpiredSignature => {
+                AuthError::new(AuthErrorKind::Expired, "the token has expired")
+            }
+            ErrorKind::ImmatureSignature => {
+                AuthError::new(AuthErrorKind::NotYetValid, "the token is not valid yet")
+            }
+            ErrorKind::InvalidToken
+            | ErrorKind::Base64(_)
+            | ErrorKind::Json(_)
+            | ErrorKind::Utf8(_) => AuthError::new(
+                AuthErrorKind::Malformed,
+                "the token is not a well-formed JWT",
+            ),
+            _ => AuthError::new(AuthErrorKind::Invalid, "the token does not verify"),
+        })?;
+        let claims = data.claims;
+        if claims.sub.is_empty()
+            || claims.sub.len() > MAX_SUBJECT_LEN
+            || claims.sub.chars().any(char::is_control)
+        {
+            return Err(AuthError::new(
+                AuthErrorKind::Invalid,
+                "the sub claim must be 1 to 128 bytes without control characters",
+            ));
+        }
+        let role = match claims.role.as_deref() {
+            None => Role::Player,
+            Some(role) => Role::parse(role).ok_or(AuthError::new(
+                AuthErrorKind::Invalid,
+                "the role claim must be player, service or admin",
+            ))?,
+        };
+        let mut identity = Identity::new(claims.sub, role)
+            .with_expiry(UNIX_EPOCH + Duration::from_secs(claims.exp));
+        if let Some(sid) = claims.sid {
+            identity = identity.with_session_id(sid);
+        }
+        Ok(identity)
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"a test secret that is long enough!";
+
+    #[test]
+    fn expired_tokens_are_told_apart() {
+        let verify = JwtAuthenticator::hs256(SECRET);
+        let past = Claims::new("alice", Role::Player, 0).with_expiry(unix_now() - 3600);
+        let token = issue_hs256(SECRET, &past).unwrap();
+        assert_eq!(
+            verify.authenticate(&token).unwrap_err().kind(),
+            AuthErrorKind::Expired
+        );
+        assert_eq!(
+            verify.authenticate("not-a-jwt").unwrap_err().kind(),
+            AuthErrorKind::Malformed
+        );
+    }
+
+    #[test]
+    fn roles_default_to_player_and_unknown_roles_are_refused() {
+        let verify = JwtAuthenticator::hs256(SECRET);
+        let mut claims = Claims::new("alice", Role::Player, 60);
+        claims.role = None;
+        assert_eq!(
+            verify
+                .authenticate(&issue_hs256(SECRET, &claims).unwrap())
+                .unwrap()
+                .role(),
+            Role::Player
+        );
+        claims.role = Some("root".into());
+        assert_eq!(
+            verify
+                .authenticate(&issue_hs256(SECRET, &claims).unwrap())
+                .unwrap_err()
+                .kind(),
+            AuthErrorKind::Invalid
+        );
+    }
+
+    #[test]
+    fn issuer_and_audience_are_checked_when_set() {
+        let verify = JwtAuthenticator::hs256(SECRET)
+            .issuer("games")
+            .audience("realtime");
+        let mut claims = Claims::new("alice", Role::Player, 60);
+        assert!(verify
+            .authenticate(&issue_hs256(SECRET, &claims).unwrap())
+            .is_err());
+        claims.iss = Some("games".into());
+        claims.aud = Some("realtime".into());
+        assert!(verify
+            .authenticate(&issue_hs256(SECRET, &claims).unwrap())
+            .is_ok());
+    }
+
+    #[test]
+    fn eddsa_public_keys_verify_and_refuse_hs256_tokens() {
+        // An Ed25519 key pair generated for this test only.
+        let private = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIDzSHRAuF9uJRV+PuvN6Ox2bxcjIti5VehjQLuEJFQqC\n-----END PRIVATE KEY-----\n";
+        let public = b"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAIDe3nwdrjYAI8L9I7At8N7xLt3DUdLzOBXQvz06aplM=\n-----END PUBLIC KEY-----\n";
+        let verify = JwtAuthenticator::eddsa_pem(public).unwrap();
+        let key = EncodingKey::from_ed_pem(private).unwrap();
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::EdDSA),
+            &Claims::new("alice", Role::Player, 60),
+            &key,
+        )
+        .unwrap();
+        assert_eq!(verify.authenticate(&token).unwrap().player_id(), "alice");
+        let hs = issue_hs256(SECRET, &Claims::new("alice", Role::Player, 60)).unwrap();
+        assert_eq!(
+            verify.authenticate(&hs).unwrap_err().kind(),
+            AuthErrorKind::Invalid
+        );
+    }
+}
