@@ -1,1 +1,51 @@
-//! x
+//! dualcast: one user, many WebSocket and Server-Sent-Events connections at once, every
+//! message delivered to all of them.
+//!
+//! - [`Hub`]: connections, rooms, presence, and delivery with reports.
+//! - [`Dualcast`]: the assembled tower service (WebSocket over raw hyper upgrades, SSE as a
+//!   streaming body, the publishing API) behind [`AuthLayer`].
+//! - [`serve`](serve()): an accept loop with graceful shutdown.
+//! - The layers of [`dualcast_layers`], re-exported: [`AuthLayer`], [`JwtAuthenticator`], …
+//!
+//! ```
+//! use dualcast::{ConnectionKind, Hub, Message};
+//! use serde_json::json;
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let hub = Hub::new();
+//! // Two connections of one player, of both kinds (normally opened by the handlers).
+//! let (_ws, mut ws_outbox) = hub.register("alice", ConnectionKind::WebSocket, None).unwrap();
+//! let (_sse, mut sse_outbox) = hub.register("alice", ConnectionKind::Sse, None).unwrap();
+//!
+//! let report = hub.send_to_player("alice", &Message::json("greeting", json!({"text": "hi"})));
+//! assert_eq!((report.websocket, report.sse, report.failed), (1, 1, 0));
+//! let (a, b) = (ws_outbox.recv().await.unwrap(), sse_outbox.recv().await.unwrap());
+//! assert_eq!(a.id(), b.id(), "one envelope, the same id on both");
+//! # });
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod body;
+pub mod connection;
+pub mod error;
+pub mod hub;
+pub mod message;
+mod serve;
+pub mod service;
+pub mod sse;
+pub mod ws;
+
+pub use body::ResponseBody;
+pub use connection::{ConnectionId, ConnectionInfo, ConnectionKind, DisconnectReason, Health, ReconnectHint};
+pub use error::ApiError;
+pub use hub::{ConnectionGuard, DeliveryReport, Hub, HubConfig, HubEvent, Outbox, Presence, RegisterError};
+pub use message::{Frame, Message};
+pub use serve::{serve, SHUTDOWN_GRACE};
+pub use service::Dualcast;
+pub use sse::SseSettings;
+pub use ws::WebSocketSettings;
+
+pub use dualcast_layers;
+pub use dualcast_layers::{Auth, AuthLayer, Authenticate, Identity, JwtAuthenticator, Role};

@@ -3,9 +3,9 @@
 //! Tokens are looked for in this order (SPEC §7):
 //! 1. `Authorization: Bearer <jwt>`;
 //! 2. `Sec-WebSocket-Protocol: bearer, <jwt>`: browsers cannot set headers on a WebSocket,
-//!    so the token travels as a second "subprotocol". When it came this way and the inner
-//!    service answers `101 Switching Protocols` without choosing a subprotocol, the layer
-//!    selects `bearer`, as browsers require;
+//!    so the token travels as a second "subprotocol". When the client offered `bearer` and
+//!    the inner service answers `101 Switching Protocols` without choosing a subprotocol,
+//!    the layer selects `bearer`, as browsers require;
 //! 3. the `access_token` query parameter (EventSource cannot set headers).
 //!
 //! A request without a token, or with one that does not verify, is answered `401` with the
@@ -335,6 +335,16 @@ pub fn find_token<'a>(
     }
 }
 
+/// Did the client offer the `bearer` WebSocket subprotocol?
+#[must_use]
+pub fn offers_bearer(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.split(',').any(|p| p.trim() == "bearer"))
+}
+
 fn malformed(message: &'static str) -> AuthError {
     AuthError::new(AuthErrorKind::Malformed, message)
 }
@@ -423,7 +433,7 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         match authenticate_request(&self.authenticator, request.headers(), request.uri()) {
             Ok(identity) => {
-                let select_bearer = identity.token_source() == TokenSource::Subprotocol;
+                let select_bearer = offers_bearer(request.headers());
                 tracing::trace!(
                     player_id = identity.player_id(),
                     role = identity.role().as_str(),
@@ -613,7 +623,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bearer_is_selected_only_on_a_101_without_a_protocol() {
+    async fn bearer_is_selected_on_a_101_when_offered() {
         let switching = service_fn(|_request: Request<()>| async move {
             let mut response = Response::new(Bytes::new());
             *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

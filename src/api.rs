@@ -1,0 +1,210 @@
+//! The publishing and room-membership endpoints (SPEC §4, §8), for `service` and `admin`
+//! tokens.
+//!
+//! - `POST /api/players/{player_id}/messages`
+//! - `POST /api/rooms/{room}/messages`
+//! - `POST /api/broadcast`
+//!
+//! take `{ "type", "data"?, "v"?, "priority"?, "ttl_ms"?, "ack"?, "exclude"? }` and answer
+//! `200` with the [`DeliveryReport`](crate::DeliveryReport):
+//! `{ "id", "delivered", "websocket", "sse", "failed", "queued" }` (`"players"` too for rooms
+//! and broadcast). `exclude` lists player ids and applies to rooms and broadcast.
+//!
+//! - `PUT` / `DELETE /api/rooms/{room}/members/{player_id}` add or remove a member and
+//!   answer `{ "room", "player_id", "member", "changed" }`.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::body::ResponseBody;
+use crate::error::ApiError;
+use crate::hub::Hub;
+use crate::message::{Message, MAX_TYPE_LEN};
+
+/// Longest player id, room name or session id, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Most player ids an `exclude` list may hold.
+pub const MAX_EXCLUDE: usize = 10_000;
+
+/// Where a publish goes.
+pub(crate) enum Target<'a> {
+    Player(&'a str),
+    Room(&'a str),
+    Everyone,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    #[serde(rename = "type")]
+    message_type: String,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    v: Option<u32>,
+    // Kept for the pending queue; validated now so clients learn the shape early.
+    #[serde(default)]
+    #[allow(dead_code)]
+    priority: Option<i32>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    ttl_ms: Option<u64>,
+    #[serde(default)]
+    ack: Option<bool>,
+    #[serde(default)]
+    exclude: Option<Vec<String>>,
+}
+
+/// Reads a body of at most `limit` bytes.
+pub(crate) async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            crate::error::ErrorType::ValidationError,
+            "PAYLOAD_TOO_LARGE",
+            format!("the request body is larger than {limit} bytes"),
+        )
+        .detail("limit_bytes", limit)),
+        Err(_) => Err(ApiError::bad_request("BODY_READ_FAILED", "the request body could not be read")),
+    }
+}
+
+/// Publishes the JSON `body` to `target`.
+pub(crate) fn publish(hub: &Hub, target: Target<'_>, body: &[u8]) -> Result<Response<ResponseBody>, ApiError> {
+    let request: PublishRequest = serde_json::from_slice(body)
+        .map_err(|error| ApiError::bad_request("INVALID_JSON", format!("the body is not a valid publish request: {error}")))?;
+    validate_name("type", &request.message_type).map_err(|e| e.detail("max_len", MAX_TYPE_LEN))?;
+    if request.ack == Some(true) {
+        return Err(ApiError::bad_request(
+            "ACK_UNSUPPORTED",
+            "acknowledged delivery is not available in this version; omit \"ack\" or set it to false",
+        ));
+    }
+    let exclude = request.exclude.unwrap_or_default();
+    if exclude.len() > MAX_EXCLUDE {
+        return Err(ApiError::bad_request("TOO_MANY_EXCLUSIONS", format!("exclude holds at most {MAX_EXCLUDE} player ids")));
+    }
+    let data = match request.data {
+        Some(data) => data,
+        None => serde_json::value::to_raw_value(&serde_json::Value::Null)
+            .map_err(|_| ApiError::system("could not encode null"))?,
+    };
+    let message = Message::raw(request.message_type, data).with_version(request.v.unwrap_or(1));
+    let (report, target_name) = match target {
+        Target::Player(player_id) => {
+            if !exclude.is_empty() {
+                return Err(ApiError::bad_request(
+                    "EXCLUDE_NOT_APPLICABLE",
+                    "exclude applies to room and broadcast publishes, not to one player",
+                ));
+            }
+            (hub.send_to_player(player_id, &message), player_id)
+        }
+        Target::Room(room) => (hub.broadcast_to_room(room, &message, &exclude), room),
+        Target::Everyone => (hub.broadcast_global(&message, &exclude), "*"),
+    };
+    tracing::debug!(
+        target = target_name,
+        message_id = &*report.id,
+        message_type = message.message_type(),
+        delivered = report.delivered,
+        failed = report.failed,
+        "published"
+    );
+    json_response(StatusCode::OK, &report)
+}
+
+#[derive(Serialize)]
+struct Membership<'a> {
+    room: &'a str,
+    player_id: &'a str,
+    member: bool,
+    changed: bool,
+}
+
+/// Adds (`join`) or removes a member of `room`.
+pub(crate) fn set_membership(
+    hub: &Hub,
+    room: &str,
+    player_id: &str,
+    join: bool,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let changed = if join { hub.join_room(player_id, room) } else { hub.leave_room(player_id, room) };
+    tracing::debug!(room, player_id, member = join, changed, "room membership");
+    json_response(StatusCode::OK, &Membership { room, player_id, member: join, changed })
+}
+
+/// Checks a player id, room name or message type: 1 to 128 bytes, no control characters.
+pub(crate) fn validate_name(what: &'static str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > MAX_NAME_LEN || value.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "INVALID_NAME",
+            format!("{what} must be 1 to {MAX_NAME_LEN} bytes without control characters"),
+        )
+        .detail("field", what));
+    }
+    Ok(())
+}
+
+/// Checks a session id: 1 to 128 bytes of printable ASCII (SPEC §3).
+pub(crate) fn validate_session_id(value: &str) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > MAX_NAME_LEN || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request(
+            "INVALID_SESSION_ID",
+            format!("session_id must be 1 to {MAX_NAME_LEN} bytes of printable ASCII"),
+        ));
+    }
+    Ok(())
+}
+
+/// A JSON response of `value`.
+pub(crate) fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<ResponseBody>, ApiError> {
+    let body = serde_json::to_vec(value).map_err(|_| ApiError::system("could not encode the response"))?;
+    let mut response = Response::new(ResponseBody::from(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::ConnectionKind;
+
+    #[test]
+    fn bad_publish_bodies_are_validation_errors() {
+        let hub = Hub::new();
+        for (body, code) in [
+            (&b"not json"[..], "INVALID_JSON"),
+            (br#"{"data":1}"#, "INVALID_JSON"),
+            (br#"{"type":"x","surprise":1}"#, "INVALID_JSON"),
+            (br#"{"type":""}"#, "INVALID_NAME"),
+            (br#"{"type":"x","ack":true}"#, "ACK_UNSUPPORTED"),
+        ] {
+            let error = publish(&hub, Target::Everyone, body).unwrap_err();
+            assert_eq!((error.status(), error.code()), (StatusCode::BAD_REQUEST, code), "{}", String::from_utf8_lossy(body));
+        }
+        let error = publish(&hub, Target::Player("a"), br#"{"type":"x","exclude":["b"]}"#).unwrap_err();
+        assert_eq!(error.code(), "EXCLUDE_NOT_APPLICABLE");
+    }
+
+    #[tokio::test]
+    async fn a_publish_without_data_sends_null() {
+        let hub = Hub::new();
+        let (_guard, mut outbox) = hub.register("a", ConnectionKind::Sse, None).unwrap();
+        publish(&hub, Target::Player("a"), br#"{"type":"x","v":3}"#).unwrap();
+        let frame = outbox.recv().await.unwrap();
+        let envelope: serde_json::Value = serde_json::from_str(frame.json()).unwrap();
+        assert_eq!(envelope["data"], serde_json::Value::Null);
+        assert_eq!(envelope["v"], 3);
+    }
+}

@@ -1,0 +1,85 @@
+//! [`serve`]: an HTTP/1.1 accept loop with upgrades and graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::Service;
+
+use crate::body::ResponseBody;
+use crate::service::Dualcast;
+
+/// How long shutdown waits for connections to finish before returning anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener` until `signal` resolves, then shuts down gracefully: it stops
+/// accepting, ends every realtime connection with `server_shutdown` (a WebSocket close
+/// frame 1001; an SSE `disconnect` event), lets in-flight requests finish, and returns
+/// once all are done or [`SHUTDOWN_GRACE`] has passed.
+///
+/// Accepted sockets get `TCP_NODELAY`; a client has 10 s to send its request headers.
+pub async fn serve<A>(listener: TcpListener, app: Dualcast<A>, signal: impl Future<Output = ()>) -> io::Result<()>
+where
+    Dualcast<A>: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>,
+    <Dualcast<A> as Service<Request<Incoming>>>::Future: Send + 'static,
+    A: Clone + Send + Sync + 'static,
+{
+    let (stop, stopped) = watch::channel(false);
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            () = &mut signal => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors, typically: back off instead of spinning.
+                        tracing::warn!("accept failed: {error}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let service = hyper::service::service_fn(move |request| app.clone().call(request));
+                let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+                let mut stopped = stopped.clone();
+                tokio::spawn(async move {
+                    tokio::pin!(connection);
+                    let result = tokio::select! {
+                        result = connection.as_mut() => result,
+                        _ = stopped.changed() => {
+                            connection.as_mut().graceful_shutdown();
+                            connection.await
+                        }
+                    };
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, "http connection ended: {error}");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down");
+    let hub_drained = app.hub().shutdown();
+    let _ = stop.send(true);
+    drop(stopped);
+    let finished = async {
+        stop.closed().await;
+        hub_drained.await;
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, finished).await.is_err() {
+        tracing::warn!("shutdown grace period over with connections still open");
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! Server-Sent Events: a streaming body that drains the connection's outbox (SPEC §4, §5).
+//!
+//! The response carries `Content-Type: text/event-stream`, `Cache-Control: no-cache` and
+//! `X-Accel-Buffering: no` (so nginx-style proxies do not buffer the stream). Each message
+//! is one record whose `id:` is the envelope id, so a browser's `EventSource` sends
+//! `Last-Event-ID` when it reconnects. A comment line goes out every
+//! [keep-alive interval](SseSettings::keep_alive) so proxies keep the stream open. When the
+//! connection ends for a reason the client should know, a final `disconnect` event says
+//! why before the stream closes:
+//!
+//! ```text
+//! event: disconnect
+//! data: {"reason":"server_shutdown","code":1001,"reconnect":true,"recover":true}
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use pin_project::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use crate::body::ResponseBody;
+use crate::connection::DisconnectReason;
+use crate::hub::{ConnectionGuard, Outbox};
+
+/// Settings of SSE streams.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SseSettings {
+    keep_alive: Duration,
+}
+
+impl Default for SseSettings {
+    fn default() -> Self {
+        Self { keep_alive: Duration::from_secs(15) }
+    }
+}
+
+impl SseSettings {
+    /// Default settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How often a comment line is sent on an otherwise quiet stream. Default: 15 s.
+    /// Minimum: 1 s.
+    pub fn keep_alive(mut self, interval: Duration) -> Self {
+        self.keep_alive = interval.max(Duration::from_secs(1));
+        self
+    }
+}
+
+const OPENING: &[u8] = b": connected\n\n";
+const KEEP_ALIVE: &[u8] = b":\n\n";
+
+/// The `200 text/event-stream` response streaming the connection of `guard`.
+///
+/// `expires_at` is when the credential that opened it expires: the stream then ends with
+/// `auth_expired`.
+pub(crate) fn response(
+    guard: ConnectionGuard,
+    outbox: Outbox,
+    settings: &SseSettings,
+    expires_at: Option<Instant>,
+) -> Response<ResponseBody> {
+    let now = Instant::now();
+    let first_timer = next_deadline(now + settings.keep_alive, expires_at);
+    let stream = SseStream {
+        guard,
+        outbox,
+        keep_alive: settings.keep_alive,
+        expires_at,
+        timer: tokio::time::sleep_until(first_timer),
+        state: State::Opening,
+    };
+    let mut response = Response::new(ResponseBody::sse(stream));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+fn next_deadline(keep_alive_at: Instant, expires_at: Option<Instant>) -> Instant {
+    expires_at.map_or(keep_alive_at, |expiry| expiry.min(keep_alive_at))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Opening,
+    Streaming,
+    Done,
+}
+
+/// The event stream of one SSE connection; owns the connection's guard.
+#[pin_project]
+pub(crate) struct SseStream {
+    guard: ConnectionGuard,
+    outbox: Outbox,
+    keep_alive: Duration,
+    expires_at: Option<Instant>,
+    #[pin]
+    timer: Sleep,
+    state: State,
+}
+
+impl SseStream {
+    /// The next chunk of the stream; `None` when it is over.
+    pub(crate) fn poll_event(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let mut this = self.project();
+        match *this.state {
+            State::Done => return Poll::Ready(None),
+            State::Opening => {
+                *this.state = State::Streaming;
+                return Poll::Ready(Some(Bytes::from_static(OPENING)));
+            }
+            State::Streaming => {}
+        }
+        if let Poll::Ready(reason) = this.guard.poll_end(cx) {
+            *this.state = State::Done;
+            return Poll::Ready(Some(disconnect_event(reason)));
+        }
+        match this.outbox.poll_recv(cx) {
+            Poll::Ready(Some(frame)) => return Poll::Ready(Some(frame.sse_event().clone())),
+            Poll::Ready(None) => {
+                *this.state = State::Done;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        if this.timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            if this.expires_at.is_some_and(|expiry| expiry <= now) {
+                this.guard.end(DisconnectReason::AuthExpired);
+                *this.state = State::Done;
+                return Poll::Ready(Some(disconnect_event(DisconnectReason::AuthExpired)));
+            }
+            this.timer.as_mut().reset(next_deadline(now + *this.keep_alive, *this.expires_at));
+            return Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE)));
+        }
+        Poll::Pending
+    }
+}
+
+fn disconnect_event(reason: DisconnectReason) -> Bytes {
+    Bytes::from(format!("event: disconnect\ndata: {}\n\n", reason.to_json()))
+}
