@@ -74,14 +74,25 @@ where
             format!("the request body is larger than {limit} bytes"),
         )
         .detail("limit_bytes", limit)),
-        Err(_) => Err(ApiError::bad_request("BODY_READ_FAILED", "the request body could not be read")),
+        Err(_) => Err(ApiError::bad_request(
+            "BODY_READ_FAILED",
+            "the request body could not be read",
+        )),
     }
 }
 
 /// Publishes the JSON `body` to `target`.
-pub(crate) fn publish(hub: &Hub, target: Target<'_>, body: &[u8]) -> Result<Response<ResponseBody>, ApiError> {
-    let request: PublishRequest = serde_json::from_slice(body)
-        .map_err(|error| ApiError::bad_request("INVALID_JSON", format!("the body is not a valid publish request: {error}")))?;
+pub(crate) fn publish(
+    hub: &Hub,
+    target: Target<'_>,
+    body: &[u8],
+) -> Result<Response<ResponseBody>, ApiError> {
+    let request: PublishRequest = serde_json::from_slice(body).map_err(|error| {
+        ApiError::bad_request(
+            "INVALID_JSON",
+            format!("the body is not a valid publish request: {error}"),
+        )
+    })?;
     validate_name("type", &request.message_type).map_err(|e| e.detail("max_len", MAX_TYPE_LEN))?;
     if request.ack == Some(true) {
         return Err(ApiError::bad_request(
@@ -91,7 +102,10 @@ pub(crate) fn publish(hub: &Hub, target: Target<'_>, body: &[u8]) -> Result<Resp
     }
     let exclude = request.exclude.unwrap_or_default();
     if exclude.len() > MAX_EXCLUDE {
-        return Err(ApiError::bad_request("TOO_MANY_EXCLUSIONS", format!("exclude holds at most {MAX_EXCLUDE} player ids")));
+        return Err(ApiError::bad_request(
+            "TOO_MANY_EXCLUSIONS",
+            format!("exclude holds at most {MAX_EXCLUDE} player ids"),
+        ));
     }
     let data = match request.data {
         Some(data) => data,
@@ -138,9 +152,21 @@ pub(crate) fn set_membership(
     player_id: &str,
     join: bool,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let changed = if join { hub.join_room(player_id, room) } else { hub.leave_room(player_id, room) };
+    let changed = if join {
+        hub.join_room(player_id, room)
+    } else {
+        hub.leave_room(player_id, room)
+    };
     tracing::debug!(room, player_id, member = join, changed, "room membership");
-    json_response(StatusCode::OK, &Membership { room, player_id, member: join, changed })
+    json_response(
+        StatusCode::OK,
+        &Membership {
+            room,
+            player_id,
+            member: join,
+            changed,
+        },
+    )
 }
 
 /// Checks a player id, room name or message type: 1 to 128 bytes, no control characters.
@@ -157,7 +183,10 @@ pub(crate) fn validate_name(what: &'static str, value: &str) -> Result<(), ApiEr
 
 /// Checks a session id: 1 to 128 bytes of printable ASCII (SPEC §3).
 pub(crate) fn validate_session_id(value: &str) -> Result<(), ApiError> {
-    if value.is_empty() || value.len() > MAX_NAME_LEN || !value.bytes().all(|b| b.is_ascii_graphic()) {
+    if value.is_empty()
+        || value.len() > MAX_NAME_LEN
+        || !value.bytes().all(|b| b.is_ascii_graphic())
+    {
         return Err(ApiError::bad_request(
             "INVALID_SESSION_ID",
             format!("session_id must be 1 to {MAX_NAME_LEN} bytes of printable ASCII"),
@@ -167,11 +196,18 @@ pub(crate) fn validate_session_id(value: &str) -> Result<(), ApiError> {
 }
 
 /// A JSON response of `value`.
-pub(crate) fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<ResponseBody>, ApiError> {
-    let body = serde_json::to_vec(value).map_err(|_| ApiError::system("could not encode the response"))?;
+pub(crate) fn json_response<T: Serialize>(
+    status: StatusCode,
+    value: &T,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let body =
+        serde_json::to_vec(value).map_err(|_| ApiError::system("could not encode the response"))?;
     let mut response = Response::new(ResponseBody::from(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     Ok(response)
 }
 
@@ -191,9 +227,19 @@ mod tests {
             (br#"{"type":"x","ack":true}"#, "ACK_UNSUPPORTED"),
         ] {
             let error = publish(&hub, Target::Everyone, body).unwrap_err();
-            assert_eq!((error.status(), error.code()), (StatusCode::BAD_REQUEST, code), "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                (error.status(), error.code()),
+                (StatusCode::BAD_REQUEST, code),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
-        let error = publish(&hub, Target::Player("a"), br#"{"type":"x","exclude":["b"]}"#).unwrap_err();
+        let error = publish(
+            &hub,
+            Target::Player("a"),
+            br#"{"type":"x","exclude":["b"]}"#,
+        )
+        .unwrap_err();
         assert_eq!(error.code(), "EXCLUDE_NOT_APPLICABLE");
     }
 

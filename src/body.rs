@@ -29,11 +29,15 @@ impl ResponseBody {
     /// An empty body.
     #[must_use]
     pub fn empty() -> Self {
-        Self { kind: Kind::Full(None) }
+        Self {
+            kind: Kind::Full(None),
+        }
     }
 
     pub(crate) fn sse(stream: SseStream) -> Self {
-        Self { kind: Kind::Sse(stream) }
+        Self {
+            kind: Kind::Sse(stream),
+        }
     }
 }
 
@@ -45,7 +49,9 @@ impl Default for ResponseBody {
 
 impl From<Bytes> for ResponseBody {
     fn from(bytes: Bytes) -> Self {
-        Self { kind: Kind::Full((!bytes.is_empty()).then_some(bytes)) }
+        Self {
+            kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+        }
     }
 }
 
@@ -64,7 +70,10 @@ impl From<&'static str> for ResponseBody {
 impl fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            Kind::Full(bytes) => f.debug_tuple("ResponseBody::Full").field(&bytes.as_ref().map_or(0, Bytes::len)).finish(),
+            Kind::Full(bytes) => f
+                .debug_tuple("ResponseBody::Full")
+                .field(&bytes.as_ref().map_or(0, Bytes::len))
+                .finish(),
             Kind::Sse(_) => f.write_str("ResponseBody::Sse"),
         }
     }
@@ -74,10 +83,15 @@ impl http_body::Body for ResponseBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.project().kind.project() {
             KindProj::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            KindProj::Sse(stream) => stream.poll_event(cx).map(|event| event.map(|b| Ok(Frame::data(b)))),
+            KindProj::Sse(stream) => stream
+                .poll_event(cx)
+                .map(|event| event.map(|b| Ok(Frame::data(b)))),
         }
     }
 

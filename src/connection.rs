@@ -152,7 +152,9 @@ impl DisconnectReason {
     #[must_use]
     pub const fn hint(self) -> ReconnectHint {
         let (reconnect, recover) = match self {
-            Self::ClientClosed | Self::Logout | Self::SessionReplaced | Self::Unauthorized => (false, false),
+            Self::ClientClosed | Self::Logout | Self::SessionReplaced | Self::Unauthorized => {
+                (false, false)
+            }
             Self::AuthExpired | Self::ProtocolError => (true, false),
             Self::HeartbeatTimeout | Self::SlowConsumer | Self::ServerShutdown => (true, true),
         };
@@ -175,7 +177,10 @@ impl DisconnectReason {
 
     fn to_u8(self) -> u8 {
         // Position + 1, so that 0 means "not ended".
-        Self::ALL.iter().position(|r| *r == self).map_or(0, |i| i as u8 + 1)
+        Self::ALL
+            .iter()
+            .position(|r| *r == self)
+            .map_or(0, |i| i as u8 + 1)
     }
 
     fn from_u8(value: u8) -> Option<Self> {
@@ -216,7 +221,10 @@ pub struct ConnectionInfo {
     pub health: Health,
 }
 
-fn serialize_time<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+fn serialize_time<S: serde::Serializer>(
+    time: &SystemTime,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&dualcast_layers::error::rfc3339(*time))
 }
 
@@ -264,13 +272,15 @@ impl Connection {
             kind: self.kind,
             session_id: self.session_id.clone(),
             established_at: self.established_at,
-            last_seen: UNIX_EPOCH + Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed)),
+            last_seen: UNIX_EPOCH
+                + Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed)),
             health: self.health(),
         }
     }
 
     pub(crate) fn touch(&self) {
-        self.last_seen_ms.store(unix_millis(SystemTime::now()), Ordering::Relaxed);
+        self.last_seen_ms
+            .store(unix_millis(SystemTime::now()), Ordering::Relaxed);
     }
 
     pub(crate) fn health(&self) -> Health {
@@ -339,10 +349,14 @@ mod tests {
     #[test]
     fn the_first_end_reason_wins() {
         let (tx, _rx) = mpsc::channel(1);
-        let connection = Connection::new(ConnectionId(1), "p".into(), ConnectionKind::Sse, None, tx);
+        let connection =
+            Connection::new(ConnectionId(1), "p".into(), ConnectionKind::Sse, None, tx);
         assert!(connection.end(DisconnectReason::SlowConsumer));
         assert!(!connection.end(DisconnectReason::ServerShutdown));
-        assert_eq!(connection.end_reason(), Some(DisconnectReason::SlowConsumer));
+        assert_eq!(
+            connection.end_reason(),
+            Some(DisconnectReason::SlowConsumer)
+        );
         assert_eq!(connection.health(), Health::Dead);
     }
 }

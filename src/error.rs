@@ -16,23 +16,46 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with every part given.
-    pub fn new(status: StatusCode, error_type: ErrorType, code: &'static str, message: impl Into<String>) -> Self {
-        Self { response: ErrorResponse::new(status, error_type, message).detail("error_code", code), code }
+    pub fn new(
+        status: StatusCode,
+        error_type: ErrorType,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            response: ErrorResponse::new(status, error_type, message).detail("error_code", code),
+            code,
+        }
     }
 
     /// `400 validation_error`.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ErrorType::ValidationError, code, message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::ValidationError,
+            code,
+            message,
+        )
     }
 
     /// `403 authorization_error`.
     pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, ErrorType::AuthorizationError, code, message)
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorType::AuthorizationError,
+            code,
+            message,
+        )
     }
 
     /// `500 system_error`.
     pub fn system(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorType::SystemError, "INTERNAL", message)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::SystemError,
+            "INTERNAL",
+            message,
+        )
     }
 
     /// Adds a field to `details`.
@@ -69,7 +92,13 @@ impl ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} ({})", self.status().as_u16(), self.kind(), self.code)
+        write!(
+            f,
+            "{} {} ({})",
+            self.status().as_u16(),
+            self.kind(),
+            self.code
+        )
     }
 }
 

@@ -39,7 +39,9 @@ use std::task::{Context, Poll};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, Notify};
 
-use crate::connection::{Connection, ConnectionId, ConnectionInfo, ConnectionKind, DisconnectReason, Health};
+use crate::connection::{
+    Connection, ConnectionId, ConnectionInfo, ConnectionKind, DisconnectReason, Health,
+};
 use crate::message::{Frame, Message};
 
 /// Settings of a [`Hub`].
@@ -52,7 +54,10 @@ pub struct HubConfig {
 
 impl Default for HubConfig {
     fn default() -> Self {
-        Self { outbox_capacity: 256, event_capacity: 1024 }
+        Self {
+            outbox_capacity: 256,
+            event_capacity: 1024,
+        }
     }
 }
 
@@ -148,7 +153,15 @@ pub struct DeliveryReport {
 
 impl DeliveryReport {
     fn new(id: Arc<str>, players: Option<usize>) -> Self {
-        Self { id, delivered: 0, websocket: 0, sse: 0, failed: 0, queued: false, players }
+        Self {
+            id,
+            delivered: 0,
+            websocket: 0,
+            sse: 0,
+            failed: 0,
+            queued: false,
+            players,
+        }
     }
 }
 
@@ -296,11 +309,27 @@ impl Hub {
             session_id = session_id.unwrap_or(""),
             "connection opened"
         );
-        self.emit(HubEvent::Connected { connection_id: id, player_id: connection.player_id.clone(), kind });
+        self.emit(HubEvent::Connected {
+            connection_id: id,
+            player_id: connection.player_id.clone(),
+            kind,
+        });
         if came_online {
-            self.emit(HubEvent::Presence { player_id: connection.player_id.clone(), presence: Presence::Online });
+            self.emit(HubEvent::Presence {
+                player_id: connection.player_id.clone(),
+                presence: Presence::Online,
+            });
         }
-        Ok((ConnectionGuard { hub: self.clone(), connection: connection.clone() }, Outbox { receiver, connection }))
+        Ok((
+            ConnectionGuard {
+                hub: self.clone(),
+                connection: connection.clone(),
+            },
+            Outbox {
+                receiver,
+                connection,
+            },
+        ))
     }
 
     /// Sends `message` to every live connection of `player_id`, both kinds.
@@ -320,7 +349,12 @@ impl Hub {
 
     /// Sends `message` to every connection of every member of `room`, except the players
     /// in `exclude`.
-    pub fn broadcast_to_room<S: AsRef<str>>(&self, room: &str, message: &Message, exclude: &[S]) -> DeliveryReport {
+    pub fn broadcast_to_room<S: AsRef<str>>(
+        &self,
+        room: &str,
+        message: &Message,
+        exclude: &[S],
+    ) -> DeliveryReport {
         let frame = self.encode(message, Some(room));
         let mut report = DeliveryReport::new(frame.shared_id(), Some(0));
         let mut failed = Vec::new();
@@ -343,7 +377,11 @@ impl Hub {
 
     /// Sends `message` to every connection of every player, except the players in
     /// `exclude`.
-    pub fn broadcast_global<S: AsRef<str>>(&self, message: &Message, exclude: &[S]) -> DeliveryReport {
+    pub fn broadcast_global<S: AsRef<str>>(
+        &self,
+        message: &Message,
+        exclude: &[S],
+    ) -> DeliveryReport {
         let frame = self.encode(message, None);
         let mut report = DeliveryReport::new(frame.shared_id(), Some(0));
         let mut failed = Vec::new();
@@ -376,14 +414,20 @@ impl Hub {
         if !player.rooms.insert(room_key.clone()) {
             return false;
         }
-        registry.rooms.entry(room_key).or_default().insert(player_key);
+        registry
+            .rooms
+            .entry(room_key)
+            .or_default()
+            .insert(player_key);
         true
     }
 
     /// Removes `player_id` from `room`. Returns `true` if it was a member.
     pub fn leave_room(&self, player_id: &str, room: &str) -> bool {
         let mut registry = self.write();
-        let Some(player) = registry.players.get_mut(player_id) else { return false };
+        let Some(player) = registry.players.get_mut(player_id) else {
+            return false;
+        };
         if !player.rooms.remove(room) {
             return false;
         }
@@ -403,8 +447,11 @@ impl Hub {
     #[must_use]
     pub fn room_members(&self, room: &str) -> Vec<String> {
         let registry = self.read();
-        let mut members: Vec<String> =
-            registry.rooms.get(room).map(|m| m.iter().map(|p| p.to_string()).collect()).unwrap_or_default();
+        let mut members: Vec<String> = registry
+            .rooms
+            .get(room)
+            .map(|m| m.iter().map(|p| p.to_string()).collect())
+            .unwrap_or_default();
         members.sort_unstable();
         members
     }
@@ -529,7 +576,9 @@ impl Hub {
 
     fn remove_failed(&self, failed: Vec<Arc<Connection>>) {
         for connection in failed {
-            let reason = connection.end_reason().unwrap_or(DisconnectReason::ClientClosed);
+            let reason = connection
+                .end_reason()
+                .unwrap_or(DisconnectReason::ClientClosed);
             tracing::warn!(
                 connection_id = %connection.id,
                 player_id = &*connection.player_id,
@@ -545,7 +594,9 @@ impl Hub {
     fn remove(&self, connection: &Arc<Connection>, reason: DisconnectReason) {
         let went_offline = {
             let mut registry = self.write();
-            let Some(player) = registry.players.get_mut(&*connection.player_id) else { return };
+            let Some(player) = registry.players.get_mut(&*connection.player_id) else {
+                return;
+            };
             let before = player.connections.len();
             player.connections.retain(|c| c.id != connection.id);
             if player.connections.len() == before {
@@ -565,7 +616,10 @@ impl Hub {
             reason,
         });
         if went_offline {
-            self.emit(HubEvent::Presence { player_id: connection.player_id.clone(), presence: Presence::Offline });
+            self.emit(HubEvent::Presence {
+                player_id: connection.player_id.clone(),
+                presence: Presence::Offline,
+            });
         }
     }
 
@@ -575,16 +629,24 @@ impl Hub {
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Registry> {
-        self.inner.registry.read().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .registry
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Registry> {
-        self.inner.registry.write().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 fn is_excluded<S: AsRef<str>>(player_id: &str, exclude: &[S]) -> bool {
-    exclude.iter().any(|excluded| excluded.as_ref() == player_id)
+    exclude
+        .iter()
+        .any(|excluded| excluded.as_ref() == player_id)
 }
 
 fn random_epoch() -> String {
@@ -659,14 +721,19 @@ impl ConnectionGuard {
 
 impl fmt::Debug for ConnectionGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectionGuard").field("connection", &self.connection.id).finish_non_exhaustive()
+        f.debug_struct("ConnectionGuard")
+            .field("connection", &self.connection.id)
+            .finish_non_exhaustive()
     }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.connection.end(DisconnectReason::ClientClosed);
-        let reason = self.connection.end_reason().unwrap_or(DisconnectReason::ClientClosed);
+        let reason = self
+            .connection
+            .end_reason()
+            .unwrap_or(DisconnectReason::ClientClosed);
         self.hub.remove(&self.connection, reason);
         let lived = self.connection.established_at.elapsed().unwrap_or_default();
         tracing::info!(
@@ -716,7 +783,10 @@ impl Outbox {
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection").field("id", &self.id).field("kind", &self.kind).finish_non_exhaustive()
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -733,29 +803,55 @@ mod tests {
     fn a_dead_connection_found_during_delivery_is_removed_and_reported_as_failed() {
         let hub = Hub::new();
         let mut events = hub.subscribe();
-        let (_live_guard, _live_outbox) = hub.register("alice", ConnectionKind::WebSocket, None).unwrap();
+        let (_live_guard, _live_outbox) = hub
+            .register("alice", ConnectionKind::WebSocket, None)
+            .unwrap();
         let (dead_guard, dead_outbox) = hub.register("alice", ConnectionKind::Sse, None).unwrap();
         drop(dead_outbox); // the transport is gone, its guard not yet dropped
 
         let report = hub.send_to_player("alice", &message());
-        assert_eq!((report.delivered, report.websocket, report.sse, report.failed), (1, 1, 0, 1));
-        assert_eq!(hub.connections_of("alice").len(), 1, "the dead connection left the hub");
-        assert_eq!(dead_guard.end_reason(), Some(DisconnectReason::ClientClosed));
+        assert_eq!(
+            (
+                report.delivered,
+                report.websocket,
+                report.sse,
+                report.failed
+            ),
+            (1, 1, 0, 1)
+        );
+        assert_eq!(
+            hub.connections_of("alice").len(),
+            1,
+            "the dead connection left the hub"
+        );
+        assert_eq!(
+            dead_guard.end_reason(),
+            Some(DisconnectReason::ClientClosed)
+        );
 
         let report = hub.send_to_player("alice", &message());
-        assert_eq!((report.delivered, report.failed), (1, 0), "it is not counted twice");
+        assert_eq!(
+            (report.delivered, report.failed),
+            (1, 0),
+            "it is not counted twice"
+        );
         drop(dead_guard);
         assert_eq!(hub.connection_count(), 1);
         let disconnects = std::iter::from_fn(|| events.try_recv().ok())
             .filter(|e| matches!(e, HubEvent::Disconnected { .. }))
             .count();
-        assert_eq!(disconnects, 1, "removal during delivery and the guard's drop are one ending");
+        assert_eq!(
+            disconnects, 1,
+            "removal during delivery and the guard's drop are one ending"
+        );
     }
 
     #[test]
     fn an_overflowing_outbox_ends_the_connection_as_a_slow_consumer() {
         let hub = HubConfig::new().outbox_capacity(4).build();
-        let (guard, _outbox) = hub.register("bob", ConnectionKind::WebSocket, None).unwrap();
+        let (guard, _outbox) = hub
+            .register("bob", ConnectionKind::WebSocket, None)
+            .unwrap();
         for _ in 0..4 {
             assert_eq!(hub.send_to_player("bob", &message()).delivered, 1);
         }
@@ -776,7 +872,11 @@ mod tests {
         assert_eq!(hub.rooms_of("carol"), ["lobby"]);
         assert!(hub.leave_room("carol", "lobby"));
         assert!(hub.room_members("lobby").is_empty());
-        assert_eq!(hub.read().players.len(), 0, "nothing is kept for a player with no rooms and no connections");
+        assert_eq!(
+            hub.read().players.len(),
+            0,
+            "nothing is kept for a player with no rooms and no connections"
+        );
     }
 
     #[test]
@@ -792,12 +892,20 @@ mod tests {
     #[tokio::test]
     async fn shutdown_ends_connections_and_waits_for_their_guards() {
         let hub = Hub::new();
-        let (guard, _outbox) = hub.register("dave", ConnectionKind::WebSocket, None).unwrap();
+        let (guard, _outbox) = hub
+            .register("dave", ConnectionKind::WebSocket, None)
+            .unwrap();
         let done = hub.shutdown();
         assert_eq!(guard.end_reason(), Some(DisconnectReason::ServerShutdown));
-        assert_eq!(hub.register("erin", ConnectionKind::Sse, None).unwrap_err(), RegisterError::ShuttingDown);
+        assert_eq!(
+            hub.register("erin", ConnectionKind::Sse, None).unwrap_err(),
+            RegisterError::ShuttingDown
+        );
         let waiter = tokio::spawn(done);
         drop(guard);
-        tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

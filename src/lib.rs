@@ -38,9 +38,13 @@ pub mod sse;
 pub mod ws;
 
 pub use body::ResponseBody;
-pub use connection::{ConnectionId, ConnectionInfo, ConnectionKind, DisconnectReason, Health, ReconnectHint};
+pub use connection::{
+    ConnectionId, ConnectionInfo, ConnectionKind, DisconnectReason, Health, ReconnectHint,
+};
 pub use error::ApiError;
-pub use hub::{ConnectionGuard, DeliveryReport, Hub, HubConfig, HubEvent, Outbox, Presence, RegisterError};
+pub use hub::{
+    ConnectionGuard, DeliveryReport, Hub, HubConfig, HubEvent, Outbox, Presence, RegisterError,
+};
 pub use message::{Frame, Message};
 pub use serve::{serve, SHUTDOWN_GRACE};
 pub use service::Dualcast;

@@ -55,13 +55,20 @@ impl Message {
         message_type: impl Into<Box<str>>,
         data: &T,
     ) -> Result<Self, serde_json::Error> {
-        Ok(Self::raw(message_type, serde_json::value::to_raw_value(data)?))
+        Ok(Self::raw(
+            message_type,
+            serde_json::value::to_raw_value(data)?,
+        ))
     }
 
     /// A message whose data is already-validated JSON; it is embedded as it is.
     #[must_use]
     pub fn raw(message_type: impl Into<Box<str>>, data: Box<RawValue>) -> Self {
-        Self { message_type: message_type.into(), version: 1, data }
+        Self {
+            message_type: message_type.into(),
+            version: 1,
+            data,
+        }
     }
 
     /// Sets the schema version `v`. Default: 1.
@@ -137,7 +144,13 @@ impl Frame {
         sse.extend_from_slice(b"\ndata: ");
         sse.extend_from_slice(json.as_bytes());
         sse.extend_from_slice(b"\n\n");
-        Self { inner: Arc::new(Encoded { id, text: Utf8Bytes::from(json), sse: Bytes::from(sse) }) }
+        Self {
+            inner: Arc::new(Encoded {
+                id,
+                text: Utf8Bytes::from(json),
+                sse: Bytes::from(sse),
+            }),
+        }
     }
 
     /// The envelope `id`.
@@ -169,7 +182,8 @@ impl Frame {
 
 /// Milliseconds since the Unix epoch (0 before it).
 pub(crate) fn unix_millis(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -188,6 +202,10 @@ mod tests {
         assert_eq!(envelope["data"]["text"], "a\nb");
         let sse = std::str::from_utf8(frame.sse_event()).unwrap();
         assert_eq!(sse, format!("id: ep-7\ndata: {}\n\n", frame.json()));
-        assert_eq!(sse.matches('\n').count(), 3, "the data line holds the whole envelope");
+        assert_eq!(
+            sse.matches('\n').count(),
+            3,
+            "the data line holds the whole envelope"
+        );
     }
 }

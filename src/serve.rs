@@ -25,7 +25,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// once all are done or [`SHUTDOWN_GRACE`] has passed.
 ///
 /// Accepted sockets get `TCP_NODELAY`; a client has 10 s to send its request headers.
-pub async fn serve<A>(listener: TcpListener, app: Dualcast<A>, signal: impl Future<Output = ()>) -> io::Result<()>
+pub async fn serve<A>(
+    listener: TcpListener,
+    app: Dualcast<A>,
+    signal: impl Future<Output = ()>,
+) -> io::Result<()>
 where
     Dualcast<A>: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>,
     <Dualcast<A> as Service<Request<Incoming>>>::Future: Send + 'static,
@@ -33,7 +37,9 @@ where
 {
     let (stop, stopped) = watch::channel(false);
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
     tokio::pin!(signal);
     loop {
         tokio::select! {
@@ -78,7 +84,10 @@ where
         stop.closed().await;
         hub_drained.await;
     };
-    if tokio::time::timeout(SHUTDOWN_GRACE, finished).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, finished)
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown grace period over with connections still open");
     }
     Ok(())

@@ -36,7 +36,7 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use dualcast_layers::auth::{Auth, Authenticate, AuthError, AuthErrorKind, Identity};
+use dualcast_layers::auth::{Auth, AuthError, AuthErrorKind, Authenticate, Identity};
 use dualcast_layers::query::{percent_decode, query_param};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use pin_project::pin_project;
@@ -83,7 +83,13 @@ impl<A> Dualcast<A> {
             websocket: WebSocketSettings::default(),
             max_publish_body: 1024 * 1024,
         };
-        Self { routes: Routes { hub, settings: Arc::new(settings) }, authenticator }
+        Self {
+            routes: Routes {
+                hub,
+                settings: Arc::new(settings),
+            },
+            authenticator,
+        }
     }
 
     fn edit(mut self, edit: impl FnOnce(&mut Settings)) -> Self {
@@ -115,11 +121,14 @@ impl<A> Dualcast<A> {
 
 impl<A> fmt::Debug for Dualcast<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Dualcast").field("hub", &self.routes.hub).finish_non_exhaustive()
+        f.debug_struct("Dualcast")
+            .field("hub", &self.routes.hub)
+            .finish_non_exhaustive()
     }
 }
 
-type RoutesFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+type RoutesFuture =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
 
 impl<A, B> Service<Request<B>> for Dualcast<A>
 where
@@ -222,9 +231,15 @@ impl Routes {
             ["api", "ws", player_id] => {
                 allow(method, &[Method::GET])?;
                 let player_id = (*player_id).to_owned();
-                let mut response = self.open(request, ConnectionKind::WebSocket, Some(&player_id))?;
-                response.headers_mut().insert("deprecation", HeaderValue::from_static("true"));
-                response.headers_mut().insert(header::LINK, HeaderValue::from_static("</api/ws>; rel=\"successor-version\""));
+                let mut response =
+                    self.open(request, ConnectionKind::WebSocket, Some(&player_id))?;
+                response
+                    .headers_mut()
+                    .insert("deprecation", HeaderValue::from_static("true"));
+                response.headers_mut().insert(
+                    header::LINK,
+                    HeaderValue::from_static("</api/ws>; rel=\"successor-version\""),
+                );
                 Ok(response)
             }
             ["sse", player_id] => {
@@ -282,8 +297,11 @@ impl Routes {
         let identity = require_identity(&request)?.clone();
         if let Some(path_player) = path_player {
             if path_player != identity.player_id() {
-                return Err(ApiError::forbidden("PLAYER_MISMATCH", "the token does not belong to this player")
-                    .detail("player_id", path_player));
+                return Err(ApiError::forbidden(
+                    "PLAYER_MISMATCH",
+                    "the token does not belong to this player",
+                )
+                .detail("player_id", path_player));
             }
         }
         let session_id = match query_param(request.uri(), "session_id") {
@@ -296,8 +314,10 @@ impl Routes {
         if kind == ConnectionKind::WebSocket {
             ws::validate(&request)?;
         }
-        let (guard, outbox) =
-            self.hub.register(identity.player_id(), kind, session_id.as_deref()).map_err(|error| match error {
+        let (guard, outbox) = self
+            .hub
+            .register(identity.player_id(), kind, session_id.as_deref())
+            .map_err(|error| match error {
                 RegisterError::ShuttingDown => ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     ErrorType::ConnectionError,
@@ -308,7 +328,9 @@ impl Routes {
         let expires_at = identity.expires_at().map(instant_of);
         match kind {
             ConnectionKind::Sse => Ok(sse::response(guard, outbox, &self.settings.sse, expires_at)),
-            ConnectionKind::WebSocket => ws::upgrade(request, guard, outbox, &self.settings.websocket, expires_at),
+            ConnectionKind::WebSocket => {
+                ws::upgrade(request, guard, outbox, &self.settings.websocket, expires_at)
+            }
         }
     }
 
@@ -326,15 +348,23 @@ impl Routes {
 fn require_identity<B>(request: &Request<B>) -> Result<&Identity, ApiError> {
     request.extensions().get::<Identity>().ok_or_else(|| {
         let error = AuthError::new(AuthErrorKind::Missing, "this endpoint needs a token");
-        ApiError::new(StatusCode::UNAUTHORIZED, ErrorType::AuthenticationError, error.kind().code(), error.to_string())
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorType::AuthenticationError,
+            error.kind().code(),
+            error.to_string(),
+        )
     })
 }
 
 fn require_privileged<B>(request: &Request<B>) -> Result<&Identity, ApiError> {
     let identity = require_identity(request)?;
     if !identity.role().is_privileged() {
-        return Err(ApiError::forbidden("ROLE_REQUIRED", "this endpoint needs a service or admin token")
-            .detail("role", identity.role().as_str()));
+        return Err(ApiError::forbidden(
+            "ROLE_REQUIRED",
+            "this endpoint needs a service or admin token",
+        )
+        .detail("role", identity.role().as_str()));
     }
     Ok(identity)
 }
@@ -357,7 +387,12 @@ fn path_segments(path: &str) -> Result<Vec<Cow<'_, str>>, ApiError> {
     path.trim_start_matches('/')
         .split('/')
         .map(|segment| {
-            percent_decode(segment).ok_or_else(|| ApiError::bad_request("INVALID_PATH", "the path is not valid percent-encoded UTF-8"))
+            percent_decode(segment).ok_or_else(|| {
+                ApiError::bad_request(
+                    "INVALID_PATH",
+                    "the path is not valid percent-encoded UTF-8",
+                )
+            })
         })
         .collect()
 }

@@ -36,7 +36,9 @@ pub struct SseSettings {
 
 impl Default for SseSettings {
     fn default() -> Self {
-        Self { keep_alive: Duration::from_secs(15) }
+        Self {
+            keep_alive: Duration::from_secs(15),
+        }
     }
 }
 
@@ -80,7 +82,10 @@ pub(crate) fn response(
     let mut response = Response::new(ResponseBody::sse(stream));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
@@ -140,7 +145,9 @@ impl SseStream {
                 *this.state = State::Done;
                 return Poll::Ready(Some(disconnect_event(DisconnectReason::AuthExpired)));
             }
-            this.timer.as_mut().reset(next_deadline(now + *this.keep_alive, *this.expires_at));
+            this.timer
+                .as_mut()
+                .reset(next_deadline(now + *this.keep_alive, *this.expires_at));
             return Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE)));
         }
         Poll::Pending
@@ -149,4 +156,56 @@ impl SseStream {
 
 fn disconnect_event(reason: DisconnectReason) -> Bytes {
     Bytes::from(format!("event: disconnect\ndata: {}\n\n", reason.to_json()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::ConnectionKind;
+    use crate::hub::Hub;
+    use http_body_util::BodyExt;
+
+    async fn next_chunk(body: &mut Pin<Box<ResponseBody>>) -> String {
+        let frame = body.frame().await.expect("a chunk").expect("infallible");
+        String::from_utf8(frame.into_data().expect("data").to_vec()).expect("UTF-8")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alives_flow_until_the_credential_expires() {
+        let hub = Hub::new();
+        let (guard, outbox) = hub.register("p", ConnectionKind::Sse, None).unwrap();
+        let settings = SseSettings::new().keep_alive(Duration::from_secs(15));
+        let started = Instant::now();
+        let mut body = Box::pin(
+            response(
+                guard,
+                outbox,
+                &settings,
+                Some(started + Duration::from_secs(40)),
+            )
+            .into_body(),
+        );
+
+        assert_eq!(next_chunk(&mut body).await, ": connected\n\n");
+        assert_eq!(next_chunk(&mut body).await, ":\n\n");
+        assert_eq!(started.elapsed(), Duration::from_secs(15));
+        assert_eq!(next_chunk(&mut body).await, ":\n\n");
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+        let last = next_chunk(&mut body).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(40));
+        assert!(
+            last.starts_with("event: disconnect\ndata: {\"reason\":\"auth_expired\""),
+            "{last}"
+        );
+        assert!(
+            body.frame().await.is_none(),
+            "the stream ends after the disconnect event"
+        );
+        drop(body);
+        assert_eq!(
+            hub.connection_count(),
+            0,
+            "dropping the body dropped the guard"
+        );
+    }
 }

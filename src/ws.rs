@@ -99,13 +99,20 @@ impl WebSocketSettings {
 fn check_upgrade(headers: &HeaderMap) -> Option<&'static str> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|value| {
-            value.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         })
     };
     if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
-        return Some("this endpoint needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)");
+        return Some(
+            "this endpoint needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
+        );
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v != "13")
+    {
         return Some("only WebSocket version 13 is supported");
     }
     if headers.get(header::SEC_WEBSOCKET_KEY).is_none() {
@@ -139,8 +146,14 @@ pub(crate) fn upgrade<B>(
         .headers()
         .get(header::SEC_WEBSOCKET_KEY)
         .map(|key| derive_accept_key(key.as_bytes()))
-        .ok_or_else(|| ApiError::bad_request("BAD_WEBSOCKET_UPGRADE", "the Sec-WebSocket-Key header is missing"))?;
-    let accept = HeaderValue::from_str(&accept).map_err(|_| ApiError::system("invalid accept key"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "BAD_WEBSOCKET_UPGRADE",
+                "the Sec-WebSocket-Key header is missing",
+            )
+        })?;
+    let accept =
+        HeaderValue::from_str(&accept).map_err(|_| ApiError::system("invalid accept key"))?;
     let on_upgrade = request
         .extensions_mut()
         .remove::<OnUpgrade>()
@@ -175,8 +188,12 @@ async fn run(
             return;
         }
     };
-    let mut socket =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(settings.tungstenite())).await;
+    let mut socket = WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Server,
+        Some(settings.tungstenite()),
+    )
+    .await;
     let expiry = async {
         match expires_at {
             Some(at) => tokio::time::sleep_until(at).await,
@@ -216,7 +233,11 @@ async fn run(
 }
 
 /// Feeds `first` and every frame already waiting, then flushes once.
-async fn write_batch(socket: &mut Socket, first: Frame, outbox: &mut Outbox) -> Result<(), WsError> {
+async fn write_batch(
+    socket: &mut Socket,
+    first: Frame,
+    outbox: &mut Outbox,
+) -> Result<(), WsError> {
     socket.feed(WsMessage::Text(first.websocket_text())).await?;
     while let Some(frame) = outbox.try_recv() {
         socket.feed(WsMessage::Text(frame.websocket_text())).await?;
@@ -230,20 +251,26 @@ fn read_error_reason(guard: &ConnectionGuard, error: &WsError) -> DisconnectReas
             tracing::info!(connection_id = %guard.id(), size, max_size, "client message too large");
             DisconnectReason::ProtocolError
         }
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => DisconnectReason::ClientClosed,
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            DisconnectReason::ClientClosed
+        }
         WsError::Protocol(problem) => {
             tracing::info!(connection_id = %guard.id(), "client broke the WebSocket protocol: {problem}");
             DisconnectReason::ProtocolError
         }
-        WsError::Utf8(_) | WsError::Capacity(_) | WsError::AttackAttempt => DisconnectReason::ProtocolError,
+        WsError::Utf8(_) | WsError::Capacity(_) | WsError::AttackAttempt => {
+            DisconnectReason::ProtocolError
+        }
         _ => DisconnectReason::ClientClosed,
     }
 }
 
 /// Sends the close frame for `reason` (or answers the client's), bounded in time.
 async fn close(socket: &mut Socket, reason: DisconnectReason, timeout: Duration) {
-    let frame = (reason != DisconnectReason::ClientClosed)
-        .then(|| CloseFrame { code: CloseCode::from(reason.close_code()), reason: reason.code().into() });
+    let frame = (reason != DisconnectReason::ClientClosed).then(|| CloseFrame {
+        code: CloseCode::from(reason.close_code()),
+        reason: reason.code().into(),
+    });
     let closing = async {
         // Answers a client's close, or starts ours; then waits for the other side's.
         if socket.close(frame).await.is_ok() {
