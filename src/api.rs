@@ -100,7 +100,12 @@ pub(crate) fn publish(
             "acknowledged delivery is not available in this version; omit \"ack\" or set it to false",
         ));
     }
-    let exclude = request.exclude.unwrap_or_default();
+    let exclude: Vec<&str> = request
+        .exclude
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
     if exclude.len() > MAX_EXCLUDE {
         return Err(ApiError::bad_request(
             "TOO_MANY_EXCLUSIONS",

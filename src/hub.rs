@@ -18,7 +18,7 @@
 //! let (guard, mut outbox) = hub.register("alice", ConnectionKind::Sse, None).unwrap();
 //! hub.join_room("alice", "lobby");
 //!
-//! let report = hub.broadcast_to_room("lobby", &Message::json("chat", json!({"text": "hi"})), &[] as &[&str]);
+//! let report = hub.broadcast_to_room("lobby", &Message::json("chat", json!({"text": "hi"})), &[]);
 //! assert_eq!((report.delivered, report.sse, report.players), (1, 1, Some(1)));
 //! let frame = outbox.recv().await.unwrap();
 //! assert!(frame.json().contains(r#""room":"lobby""#));
@@ -349,12 +349,13 @@ impl Hub {
 
     /// Sends `message` to every connection of every member of `room`, except the players
     /// in `exclude`.
-    pub fn broadcast_to_room<S: AsRef<str>>(
+    pub fn broadcast_to_room(
         &self,
         room: &str,
         message: &Message,
-        exclude: &[S],
+        exclude: &[&str],
     ) -> DeliveryReport {
+        let excluded = Excluded::new(exclude);
         let frame = self.encode(message, Some(room));
         let mut report = DeliveryReport::new(frame.shared_id(), Some(0));
         let mut failed = Vec::new();
@@ -362,7 +363,7 @@ impl Hub {
             let registry = self.read();
             if let Some(members) = registry.rooms.get(room) {
                 for member in members {
-                    if is_excluded(member, exclude) {
+                    if excluded.contains(member) {
                         continue;
                     }
                     if let Some(player) = registry.players.get(member) {
@@ -377,18 +378,15 @@ impl Hub {
 
     /// Sends `message` to every connection of every player, except the players in
     /// `exclude`.
-    pub fn broadcast_global<S: AsRef<str>>(
-        &self,
-        message: &Message,
-        exclude: &[S],
-    ) -> DeliveryReport {
+    pub fn broadcast_global(&self, message: &Message, exclude: &[&str]) -> DeliveryReport {
+        let excluded = Excluded::new(exclude);
         let frame = self.encode(message, None);
         let mut report = DeliveryReport::new(frame.shared_id(), Some(0));
         let mut failed = Vec::new();
         {
             let registry = self.read();
             for (player_id, player) in &registry.players {
-                if !is_excluded(player_id, exclude) {
+                if !excluded.contains(player_id) {
                     self.deliver_to_player(player, &frame, &mut report, &mut failed);
                 }
             }
@@ -643,10 +641,27 @@ impl Hub {
     }
 }
 
-fn is_excluded<S: AsRef<str>>(player_id: &str, exclude: &[S]) -> bool {
-    exclude
-        .iter()
-        .any(|excluded| excluded.as_ref() == player_id)
+/// The players a broadcast skips: a slice scan for a few, a set for many.
+enum Excluded<'a> {
+    Few(&'a [&'a str]),
+    Many(HashSet<&'a str>),
+}
+
+impl<'a> Excluded<'a> {
+    fn new(exclude: &'a [&'a str]) -> Self {
+        if exclude.len() <= 16 {
+            Self::Few(exclude)
+        } else {
+            Self::Many(exclude.iter().copied().collect())
+        }
+    }
+
+    fn contains(&self, player_id: &str) -> bool {
+        match self {
+            Self::Few(few) => few.contains(&player_id),
+            Self::Many(many) => many.contains(player_id),
+        }
+    }
 }
 
 fn random_epoch() -> String {
@@ -877,6 +892,24 @@ mod tests {
             0,
             "nothing is kept for a player with no rooms and no connections"
         );
+    }
+
+    #[test]
+    fn long_exclusion_lists_exclude_the_same_players_as_short_ones() {
+        let hub = Hub::new();
+        let players: Vec<String> = (0..40).map(|i| format!("p{i}")).collect();
+        let _connections: Vec<_> = players
+            .iter()
+            .map(|p| {
+                hub.join_room(p, "r");
+                hub.register(p, ConnectionKind::Sse, None).unwrap()
+            })
+            .collect();
+        let few: Vec<&str> = players[..3].iter().map(String::as_str).collect();
+        let many: Vec<&str> = players[..30].iter().map(String::as_str).collect();
+        assert_eq!(hub.broadcast_to_room("r", &message(), &few).delivered, 37);
+        assert_eq!(hub.broadcast_to_room("r", &message(), &many).delivered, 10);
+        assert_eq!(hub.broadcast_global(&message(), &many).players, Some(10));
     }
 
     #[test]

@@ -46,10 +46,15 @@ pub use hub::{
     ConnectionGuard, DeliveryReport, Hub, HubConfig, HubEvent, Outbox, Presence, RegisterError,
 };
 pub use message::{Frame, Message};
-pub use serve::{serve, SHUTDOWN_GRACE};
+pub use serve::{serve, serve_with_hub, SHUTDOWN_GRACE};
 pub use service::Dualcast;
 pub use sse::SseSettings;
 pub use ws::WebSocketSettings;
 
 pub use dualcast_layers;
 pub use dualcast_layers::{Auth, AuthLayer, Authenticate, Identity, JwtAuthenticator, Role};
+
+/// The README's Rust examples, compiled as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

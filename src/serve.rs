@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tower::Service;
 
 use crate::body::ResponseBody;
+use crate::hub::Hub;
 use crate::service::Dualcast;
 
 /// How long shutdown waits for connections to finish before returning anyway.
@@ -35,6 +36,28 @@ where
     <Dualcast<A> as Service<Request<Incoming>>>::Future: Send + 'static,
     A: Clone + Send + Sync + 'static,
 {
+    let hub = app.hub().clone();
+    serve_with_hub(listener, hub, app, signal).await
+}
+
+/// [`serve`] for any service that embeds `hub`'s endpoints, e.g. [`Dualcast`] wrapped in
+/// more layers. On `signal`, `hub` is shut down with the HTTP connections.
+pub async fn serve_with_hub<S, B>(
+    listener: TcpListener,
+    hub: Hub,
+    service: S,
+    signal: impl Future<Output = ()>,
+) -> io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (stop, stopped) = watch::channel(false);
     let mut builder = http1::Builder::new();
     builder
@@ -55,8 +78,8 @@ where
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let app = app.clone();
-                let service = hyper::service::service_fn(move |request| app.clone().call(request));
+                let service = service.clone();
+                let service = hyper::service::service_fn(move |request| service.clone().call(request));
                 let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
                 let mut stopped = stopped.clone();
                 tokio::spawn(async move {
@@ -77,7 +100,7 @@ where
     }
     drop(listener);
     tracing::info!("shutting down");
-    let hub_drained = app.hub().shutdown();
+    let hub_drained = hub.shutdown();
     let _ = stop.send(true);
     drop(stopped);
     let finished = async {

@@ -154,6 +154,9 @@ where
 }
 
 /// Response future of [`Dualcast`].
+// The authenticated variant carries a ready refusal inline (as tower-http's futures do);
+// boxing it would cost an allocation per request to save stack bytes.
+#[allow(clippy::large_enum_variant)]
 #[pin_project(project = ResponseFutureProj)]
 pub enum ResponseFuture {
     /// A route that needs no token.

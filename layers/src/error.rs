@@ -110,14 +110,23 @@ impl ErrorResponse {
     /// The JSON body as bytes.
     #[must_use]
     pub fn to_json(&self) -> Bytes {
-        let body = serde_json::json!({
-            "error": true,
-            "error_type": self.error_type.as_str(),
-            "message": self.message,
-            "details": self.details,
-            "timestamp": rfc3339(SystemTime::now()),
-        });
-        Bytes::from(body.to_string())
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            error: bool,
+            error_type: &'static str,
+            message: &'a str,
+            details: &'a Map<String, Value>,
+            timestamp: String,
+        }
+        let body = Body {
+            error: true,
+            error_type: self.error_type.as_str(),
+            message: &self.message,
+            details: &self.details,
+            timestamp: rfc3339(SystemTime::now()),
+        };
+        // Strings and a map of JSON values: serializing cannot fail.
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
     }
 
     /// The response: status, `Content-Type: application/json`, the body, and the

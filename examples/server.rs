@@ -1,0 +1,140 @@
+//! The example server: every dualcast endpoint on one address.
+//!
+//! ```text
+//! cargo run --release --example server
+//! ```
+//!
+//! Settings, all optional, from the environment:
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `DUALCAST_ADDR` | `127.0.0.1:8000` | address to listen on |
+//! | `DUALCAST_JWT_SECRET` | random, printed tokens | HS256 secret tokens are verified with |
+//! | `DUALCAST_OUTBOX_CAPACITY` | `256` | messages queued per connection before `slow_consumer` |
+//! | `DUALCAST_SSE_KEEP_ALIVE_SECS` | `15` | seconds between SSE keep-alive comments |
+//! | `DUALCAST_MAX_PUBLISH_BYTES` | `1048576` | largest publish body |
+//! | `RUST_LOG` | `info` | log filter (`tracing-subscriber` syntax) |
+
+use std::env;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use dualcast::dualcast_layers::jwt::{issue_hs256, Claims};
+use dualcast::{Dualcast, Hub, JwtAuthenticator, Role, SseSettings};
+use tower::Layer;
+use tower_http::trace::TraceLayer;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let addr: SocketAddr = setting(
+        "DUALCAST_ADDR",
+        "127.0.0.1:8000".parse().map_err(|_| "bad default")?,
+    )?;
+    let outbox_capacity: usize = setting("DUALCAST_OUTBOX_CAPACITY", 256)?;
+    let keep_alive_secs: u64 = setting("DUALCAST_SSE_KEEP_ALIVE_SECS", 15)?;
+    let max_publish_bytes: usize = setting("DUALCAST_MAX_PUBLISH_BYTES", 1024 * 1024)?;
+
+    let (secret, generated) = match env::var("DUALCAST_JWT_SECRET") {
+        Ok(secret) if secret.len() >= 32 => (secret.into_bytes(), false),
+        Ok(_) => return Err("DUALCAST_JWT_SECRET must be at least 32 bytes".into()),
+        Err(_) => (random_secret()?.into_bytes(), true),
+    };
+
+    let hub = Hub::builder().outbox_capacity(outbox_capacity).build();
+    let app = Dualcast::new(hub.clone(), JwtAuthenticator::hs256(&secret))
+        .sse(SseSettings::new().keep_alive(Duration::from_secs(keep_alive_secs)))
+        .max_publish_body(max_publish_bytes);
+    // Request spans record the method and the path only: a query string may hold a token.
+    let traced = TraceLayer::new_for_http()
+        .make_span_with(|request: &http::Request<_>| {
+            tracing::debug_span!("request", method = %request.method(), path = request.uri().path())
+        })
+        .layer(app);
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(addr = %local, epoch = hub.epoch(), "dualcast example server listening");
+    if generated {
+        print_try_it(&secret, local)?;
+    }
+    dualcast::serve_with_hub(listener, hub, traced, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Reads `name` from the environment, or `default` when unset.
+fn setting<T: FromStr>(name: &str, default: T) -> Result<T, String> {
+    match env::var(name) {
+        Ok(value) => value
+            .parse()
+            .map_err(|_| format!("{name}={value:?} is not a valid value")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn random_secret() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for a secret: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// With a generated secret nobody else can mint tokens, so print two ready ones, once.
+fn print_try_it(secret: &[u8], addr: SocketAddr) -> Result<(), String> {
+    let day = 24 * 3600;
+    let player = issue_hs256(secret, &Claims::new("player-1", Role::Player, day))
+        .map_err(|e| e.to_string())?;
+    let service = issue_hs256(secret, &Claims::new("backend", Role::Service, day))
+        .map_err(|e| e.to_string())?;
+    println!(
+        "\nNo DUALCAST_JWT_SECRET set: using a random one. Tokens valid for 24 hours:\n\
+         \n  PLAYER_TOKEN={player}\n  SERVICE_TOKEN={service}\n\
+         \nTry it (paste the two lines above first):\n\
+         \n  curl -N -H \"Authorization: Bearer $PLAYER_TOKEN\" http://{addr}/sse/player-1\
+         \n  curl -X POST -H \"Authorization: Bearer $SERVICE_TOKEN\" -H 'content-type: application/json' \\\
+         \n       -d '{{\"type\":\"chat\",\"data\":{{\"text\":\"hello\"}}}}' http://{addr}/api/players/player-1/messages\n"
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for Ctrl-C: {error}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
