@@ -276,17 +276,16 @@ impl Hub {
         kind: ConnectionKind,
         session_id: Option<&str>,
     ) -> Result<(ConnectionGuard, Outbox), RegisterError> {
-        if self.inner.shutting_down.load(Ordering::Acquire) {
-            return Err(RegisterError::ShuttingDown);
-        }
         let (sender, receiver) = mpsc::channel(self.inner.config.outbox_capacity);
         let id = ConnectionId(self.inner.next_connection.fetch_add(1, Ordering::Relaxed));
-        let came_online = {
+        let (connection, came_online) = {
             let mut registry = self.write();
-            let player_id = match registry.players.get_key_value(player_id) {
-                Some((key, _)) => key.clone(),
-                None => Arc::from(player_id),
-            };
+            // Checked under the lock: `shutdown` sets the flag and then ends every connection
+            // it finds, so a connection is either refused here or found and ended there.
+            if self.inner.shutting_down.load(Ordering::Acquire) {
+                return Err(RegisterError::ShuttingDown);
+            }
+            let player_id = shared_key(&registry.players, player_id);
             let connection = Arc::new(Connection::new(
                 id,
                 player_id.clone(),
@@ -301,7 +300,6 @@ impl Hub {
             self.inner.guards.fetch_add(1, Ordering::AcqRel);
             (connection, came_online)
         };
-        let (connection, came_online) = came_online;
         tracing::info!(
             connection_id = %id,
             player_id = &*connection.player_id,
@@ -400,14 +398,8 @@ impl Hub {
     pub fn join_room(&self, player_id: &str, room: &str) -> bool {
         let mut registry = self.write();
         let registry = &mut *registry;
-        let player_key = match registry.players.get_key_value(player_id) {
-            Some((key, _)) => key.clone(),
-            None => Arc::from(player_id),
-        };
-        let room_key = match registry.rooms.get_key_value(room) {
-            Some((key, _)) => key.clone(),
-            None => Arc::from(room),
-        };
+        let player_key = shared_key(&registry.players, player_id);
+        let room_key = shared_key(&registry.rooms, room);
         let player = registry.players.entry(player_key.clone()).or_default();
         if !player.rooms.insert(room_key.clone()) {
             return false;
@@ -444,27 +436,13 @@ impl Hub {
     /// The members of `room`, sorted.
     #[must_use]
     pub fn room_members(&self, room: &str) -> Vec<String> {
-        let registry = self.read();
-        let mut members: Vec<String> = registry
-            .rooms
-            .get(room)
-            .map(|m| m.iter().map(|p| p.to_string()).collect())
-            .unwrap_or_default();
-        members.sort_unstable();
-        members
+        sorted(self.read().rooms.get(room))
     }
 
     /// The rooms `player_id` belongs to, sorted.
     #[must_use]
     pub fn rooms_of(&self, player_id: &str) -> Vec<String> {
-        let registry = self.read();
-        let mut rooms: Vec<String> = registry
-            .players
-            .get(player_id)
-            .map(|p| p.rooms.iter().map(|r| r.to_string()).collect())
-            .unwrap_or_default();
-        rooms.sort_unstable();
-        rooms
+        sorted(self.read().players.get(player_id).map(|p| &p.rooms))
     }
 
     /// Whether `player_id` has a live connection.
@@ -639,6 +617,23 @@ impl Hub {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The names in `set`, sorted; empty for `None`.
+fn sorted(set: Option<&HashSet<Arc<str>>>) -> Vec<String> {
+    let mut names: Vec<String> = set
+        .into_iter()
+        .flatten()
+        .map(|name| name.to_string())
+        .collect();
+    names.sort_unstable();
+    names
+}
+
+/// The key already stored for `key` in `map`, so that one string is shared; a new one if none.
+fn shared_key<V>(map: &HashMap<Arc<str>, V>, key: &str) -> Arc<str> {
+    map.get_key_value(key)
+        .map_or_else(|| Arc::from(key), |(stored, _)| stored.clone())
 }
 
 /// The players a broadcast skips: a slice scan for a few, a set for many.
