@@ -1,0 +1,656 @@
+//! Load generator for a running dualcast server, through its public surface only: the
+//! WebSocket and SSE endpoints and the HTTP publishing API, with tokens minted from
+//! `DUALCAST_JWT_SECRET`.
+//!
+//! ```text
+//! DUALCAST_JWT_SECRET=… cargo run --release --example loadgen -- MODE [OPTIONS]
+//!
+//! modes:
+//!   idle     open N connections and hold them: server memory per connection, connect rate
+//!   connect  open N WebSockets as fast as possible: handshakes/s and latency percentiles
+//!   fanout   N subscribers in one room, M publishes: deliveries/s, delivery latency,
+//!            lost messages, server CPU-seconds per million deliveries
+//!
+//! options (defaults in brackets):
+//!   --url URL            server [http://127.0.0.1:8000]
+//!   --server-pid PID     the server's pid, for memory and CPU from /proc [none: not measured]
+//!   --kind ws|sse|both   connections per player [ws]
+//!   --connections N      connections (idle, connect) or subscribing players (fanout) [1000]
+//!   --concurrency C      handshakes in flight [128]
+//!   --publishes M        publishes (fanout) [200]
+//!   --in-flight K        publishes in flight when there is no --rate [4]
+//!   --rate R             publishes per second instead of as fast as possible [off]
+//!   --payload-bytes B    filler in each published message [64]
+//!   --settle-ms MS       pause before reading memory after connecting (idle) [1000]
+//!   --timeout-secs T     bound on the whole run [120]
+//!   --label NAME         name of the run in the JSON line [the mode]
+//! ```
+//!
+//! Prints a table for people and one JSON line (starting with `{`) for scripts. Exits
+//! non-zero on any failed connection, lost message or time-out.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dualcast::dualcast_layers::jwt::{issue_hs256, Claims};
+use dualcast::Role;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Client connections per loopback source address, to stay clear of ephemeral-port limits.
+const PER_SOURCE_ADDRESS: usize = 20_000;
+
+/// The second and third octets of this run's source addresses: 127.A.B.x.
+static SOURCE_PREFIX: std::sync::LazyLock<[u8; 2]> = std::sync::LazyLock::new(|| {
+    let mut bytes = [0u8; 2];
+    let _ = getrandom::fill(&mut bytes);
+    [bytes[0].max(1), bytes[1]]
+});
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Ws,
+    Sse,
+    Both,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ws => "ws",
+            Self::Sse => "sse",
+            Self::Both => "both",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Options {
+    mode: String,
+    server: SocketAddr,
+    server_pid: Option<u32>,
+    kind: Kind,
+    connections: usize,
+    concurrency: usize,
+    publishes: usize,
+    in_flight: usize,
+    rate: Option<f64>,
+    payload_bytes: usize,
+    settle: Duration,
+    timeout: Duration,
+    label: String,
+    secret: Vec<u8>,
+}
+
+fn main() -> ExitCode {
+    let options = match parse_options() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("loadgen: {message}\n(see the top of examples/loadgen.rs for usage)");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("loadgen: cannot start a runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let timeout = options.timeout;
+    let result = runtime.block_on(async { tokio::time::timeout(timeout, run(options)).await });
+    match result {
+        Ok(Ok(true)) => ExitCode::SUCCESS,
+        Ok(Ok(false)) => ExitCode::FAILURE,
+        Ok(Err(error)) => {
+            eprintln!("loadgen: {error}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("loadgen: the run took longer than --timeout-secs {}", timeout.as_secs());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().ok_or("a mode is required: idle, connect or fanout")?;
+    if !["idle", "connect", "fanout"].contains(&mode.as_str()) {
+        return Err(format!("unknown mode {mode:?}: use idle, connect or fanout"));
+    }
+    let mut values = HashMap::new();
+    while let Some(flag) = args.next() {
+        let name = flag.strip_prefix("--").ok_or_else(|| format!("expected an --option, got {flag:?}"))?;
+        let value = args.next().ok_or_else(|| format!("--{name} needs a value"))?;
+        values.insert(name.to_owned(), value);
+    }
+    let take = |name: &str, default: &str| values.get(name).cloned().unwrap_or_else(|| default.to_owned());
+    let number = |name: &str, default: &str| -> Result<usize, String> {
+        take(name, default).parse().map_err(|_| format!("--{name} must be a whole number"))
+    };
+    let url = take("url", "http://127.0.0.1:8000");
+    let host = url.strip_prefix("http://").ok_or("--url must start with http://")?.trim_end_matches('/');
+    let server: SocketAddr = host.parse().map_err(|_| format!("--url must be http://IP:PORT, got {url:?}"))?;
+    if !server.ip().is_loopback() {
+        return Err("the load generator only talks to loopback addresses".into());
+    }
+    let kind = match take("kind", "ws").as_str() {
+        "ws" => Kind::Ws,
+        "sse" => Kind::Sse,
+        "both" => Kind::Both,
+        other => return Err(format!("--kind must be ws, sse or both, got {other:?}")),
+    };
+    let rate = match values.get("rate") {
+        Some(rate) => Some(rate.parse::<f64>().ok().filter(|r| *r > 0.0).ok_or("--rate must be a positive number")?),
+        None => None,
+    };
+    let server_pid = match values.get("server-pid") {
+        Some(pid) => Some(pid.parse().map_err(|_| "--server-pid must be a number")?),
+        None => None,
+    };
+    let secret = std::env::var("DUALCAST_JWT_SECRET").map_err(|_| "DUALCAST_JWT_SECRET must be set")?;
+    let options = Options {
+        label: take("label", &mode),
+        mode,
+        server,
+        server_pid,
+        kind,
+        connections: number("connections", "1000")?.max(1),
+        concurrency: number("concurrency", "128")?.max(1),
+        publishes: number("publishes", "200")?.max(1),
+        in_flight: number("in-flight", "4")?.max(1),
+        rate,
+        payload_bytes: number("payload-bytes", "64")?,
+        settle: Duration::from_millis(number("settle-ms", "1000")? as u64),
+        timeout: Duration::from_secs(number("timeout-secs", "120")? as u64),
+        secret: secret.into_bytes(),
+    };
+    check_file_limit(&options)?;
+    Ok(options)
+}
+
+/// Refuses a run that would exceed this process's open-file limit.
+fn check_file_limit(options: &Options) -> Result<(), String> {
+    let per_player = if options.kind == Kind::Both { 2 } else { 1 };
+    let needed = options.connections * per_player + options.in_flight + 64;
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(|value| value.parse::<usize>().ok());
+    match soft {
+        Some(soft) if soft < needed => {
+            Err(format!("this run needs {needed} open files but the limit is {soft}: raise it with `ulimit -n {needed}`"))
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn run(options: Options) -> Result<bool, Error> {
+    match options.mode.as_str() {
+        "idle" => idle(&options).await,
+        "connect" => connect(&options).await,
+        _ => fanout(&options).await,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Server process readings.
+
+/// The server's resident memory in KiB.
+fn server_rss_kib(pid: Option<u32>) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The server's user + system CPU time in seconds.
+fn server_cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Connections.
+
+fn token(options: &Options, player: &str, role: Role) -> Result<String, Error> {
+    Ok(issue_hs256(&options.secret, &Claims::new(player, role, 3600))?)
+}
+
+/// A TCP connection to the server from a loopback source address of this run's own,
+/// 127.A.B.(1 + index / 20,000): a run never meets ports left in TIME_WAIT by earlier runs,
+/// and no address carries more than 20,000 connections.
+async fn tcp(server: SocketAddr, index: usize) -> Result<TcpStream, Error> {
+    let socket = TcpSocket::new_v4()?;
+    let [a, b] = *SOURCE_PREFIX;
+    let host = 1 + (index / PER_SOURCE_ADDRESS).min(253) as u8;
+    socket.bind(SocketAddr::from((Ipv4Addr::new(127, a, b, host), 0)))?;
+    let stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+type WsClient = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+async fn open_ws(options: &Options, token: &str, index: usize) -> Result<WsClient, Error> {
+    let mut request = format!("ws://{}/api/ws", options.server).into_client_request()?;
+    request.headers_mut().insert("sec-websocket-protocol", format!("bearer, {token}").parse()?);
+    let stream = tcp(options.server, index).await?;
+    // Small client buffers: the load generator holds thousands of connections too.
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let (socket, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+    Ok(socket)
+}
+
+struct SseClient {
+    body: hyper::body::Incoming,
+    buffer: Vec<u8>,
+}
+
+async fn open_sse(options: &Options, token: &str, index: usize) -> Result<SseClient, Error> {
+    let stream = tcp(options.server, index).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = http::Request::get("/api/sse")
+        .header("host", options.server.to_string())
+        .header("authorization", format!("Bearer {token}"))
+        .header("accept", "text/event-stream")
+        .body(Full::new(Bytes::new()))?;
+    let response = sender.send_request(request).await?;
+    if response.status() != http::StatusCode::OK {
+        return Err(format!("SSE refused with {}", response.status()).into());
+    }
+    Ok(SseClient { body: response.into_body(), buffer: Vec::new() })
+}
+
+impl SseClient {
+    /// The `data:` of the next event, or `None` at the end of the stream.
+    async fn next_data(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(end) = find(&self.buffer, b"\n\n") {
+                let record: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let data = record
+                    .split(|b| *b == b'\n')
+                    .find_map(|line| line.strip_prefix(b"data: "))
+                    .map(<[u8]>::to_vec);
+                match data {
+                    Some(data) => return Some(data),
+                    None => continue, // a comment
+                }
+            }
+            let frame = self.body.frame().await?.ok()?;
+            if let Ok(bytes) = frame.into_data() {
+                self.buffer.extend_from_slice(&bytes);
+            }
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|window| window == needle)
+}
+
+enum Client {
+    Ws(Box<WsClient>),
+    Sse(Box<SseClient>),
+}
+
+impl Client {
+    /// The next message's text, `None` once the connection ends.
+    async fn next_message(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Self::Ws(socket) => loop {
+                match socket.next().await? {
+                    Ok(WsMessage::Text(text)) => return Some(text.as_bytes().to_vec()),
+                    Ok(WsMessage::Close(_)) | Err(_) => return None,
+                    Ok(_) => continue,
+                }
+            },
+            Self::Sse(stream) => stream.next_data().await,
+        }
+    }
+}
+
+/// The connections of `players` players (one or two each, per `--kind`), opened with at
+/// most `--concurrency` handshakes in flight. Returns them with each handshake's latency.
+async fn open_all(
+    options: &Options,
+    players: usize,
+    name: &str,
+) -> Result<(Vec<(usize, Client)>, Vec<Duration>, Duration), Error> {
+    let kinds: &[Kind] = match options.kind {
+        Kind::Both => &[Kind::Ws, Kind::Sse],
+        Kind::Ws => &[Kind::Ws],
+        Kind::Sse => &[Kind::Sse],
+    };
+    let mut jobs = Vec::with_capacity(players * kinds.len());
+    for player in 0..players {
+        let token = Arc::new(token(options, &format!("{name}-{player}"), Role::Player)?);
+        for kind in kinds {
+            jobs.push((player, *kind, token.clone()));
+        }
+    }
+    let started = Instant::now();
+    let results = futures_util::stream::iter(jobs.into_iter().enumerate())
+        .map(|(index, (player, kind, token))| async move {
+            let begun = Instant::now();
+            let client = match kind {
+                Kind::Sse => Client::Sse(Box::new(open_sse(options, &token, index).await?)),
+                _ => Client::Ws(Box::new(open_ws(options, &token, index).await?)),
+            };
+            Ok::<_, Error>((player, client, begun.elapsed()))
+        })
+        .buffer_unordered(options.concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    let elapsed = started.elapsed();
+    let mut clients = Vec::with_capacity(results.len());
+    let mut latencies = Vec::with_capacity(results.len());
+    for result in results {
+        let (player, client, latency) = result?;
+        clients.push((player, client));
+        latencies.push(latency);
+    }
+    Ok((clients, latencies, elapsed))
+}
+
+fn run_name() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("lg{:x}", nanos ^ std::process::id())
+}
+
+// ---------------------------------------------------------------------------------------
+// Modes.
+
+async fn idle(options: &Options) -> Result<bool, Error> {
+    let before = server_rss_kib(options.server_pid);
+    let (clients, _, elapsed) = open_all(options, options.connections, &run_name()).await?;
+    tokio::time::sleep(options.settle).await;
+    let after = server_rss_kib(options.server_pid);
+    let connections = clients.len();
+    let per_connection = before.zip(after).map(|(b, a)| a.saturating_sub(b) as f64 / connections as f64);
+    let rate = connections as f64 / elapsed.as_secs_f64();
+    drop(clients);
+
+    print_table(&[
+        ("mode", format!("idle {}", options.kind.name())),
+        ("connections", connections.to_string()),
+        ("connect time", format!("{:.2} s", elapsed.as_secs_f64())),
+        ("connect rate", format!("{rate:.0} /s")),
+        ("server RSS before", before.map_or("n/a".into(), |v| format!("{v} KiB"))),
+        ("server RSS after", after.map_or("n/a".into(), |v| format!("{v} KiB"))),
+        ("memory per connection", per_connection.map_or("n/a".into(), |v| format!("{v:.2} KiB"))),
+    ]);
+    println!(
+        "{}",
+        json!({
+            "label": options.label, "mode": "idle", "kind": options.kind.name(), "connections": connections,
+            "connect_seconds": elapsed.as_secs_f64(), "connects_per_second": rate,
+            "rss_before_kib": before, "rss_after_kib": after, "kib_per_connection": per_connection,
+        })
+    );
+    Ok(true)
+}
+
+async fn connect(options: &Options) -> Result<bool, Error> {
+    let options = Options { kind: Kind::Ws, ..options.clone() };
+    let cpu_before = server_cpu_seconds(options.server_pid);
+    let (clients, mut latencies, elapsed) = open_all(&options, options.connections, &run_name()).await?;
+    let cpu = cpu_before.zip(server_cpu_seconds(options.server_pid)).map(|(b, a)| a - b);
+    drop(clients);
+    latencies.sort_unstable();
+    let rate = latencies.len() as f64 / elapsed.as_secs_f64();
+    let ms = |p: f64| percentile(&latencies, p).as_secs_f64() * 1000.0;
+    print_table(&[
+        ("mode", "connect ws (JWT in the bearer subprotocol)".into()),
+        ("handshakes", latencies.len().to_string()),
+        ("in flight", options.concurrency.to_string()),
+        ("handshakes per second", format!("{rate:.0}")),
+        ("latency p50 / p99 / max", format!("{:.2} / {:.2} / {:.2} ms", ms(0.5), ms(0.99), ms(1.0))),
+        ("server CPU", cpu.map_or("n/a".into(), |c| format!("{c:.2} s"))),
+    ]);
+    println!(
+        "{}",
+        json!({
+            "label": options.label, "mode": "connect", "kind": "ws", "connections": latencies.len(),
+            "concurrency": options.concurrency, "connects_per_second": rate,
+            "latency_ms": { "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "max": ms(1.0) },
+            "server_cpu_seconds": cpu,
+        })
+    );
+    Ok(true)
+}
+
+#[derive(Deserialize)]
+struct Received {
+    data: Probe,
+}
+
+#[derive(Deserialize)]
+struct Probe {
+    seq: u64,
+    t: u64,
+}
+
+async fn fanout(options: &Options) -> Result<bool, Error> {
+    let name = run_name();
+    let room = format!("{name}-room");
+    let service = token(options, &format!("{name}-publisher"), Role::Service)?;
+
+    // Room membership first, over one keep-alive connection.
+    let mut admin = http_client(options.server).await?;
+    for player in 0..options.connections {
+        let path = format!("/api/rooms/{room}/members/{name}-{player}");
+        let (status, _) = call(&mut admin, options.server, "PUT", &path, &service, Bytes::new()).await?;
+        if status != http::StatusCode::OK {
+            return Err(format!("joining the room answered {status}").into());
+        }
+    }
+    let (clients, _, connect_time) = open_all(options, options.connections, &name).await?;
+    let subscribers = clients.len();
+
+    // Each subscriber counts what it receives and records delivery latencies.
+    let base = Instant::now();
+    let received = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::with_capacity(subscribers);
+    for (_, mut client) in clients {
+        let received = received.clone();
+        let publishes = options.publishes;
+        readers.push(tokio::spawn(async move {
+            let mut latencies_us: Vec<u32> = Vec::with_capacity(publishes);
+            let mut duplicates = 0u64;
+            let mut seen = vec![false; publishes];
+            while let Some(text) = client.next_message().await {
+                let Ok(message) = serde_json::from_slice::<Received>(&text) else { continue };
+                let now = base.elapsed().as_nanos() as u64;
+                let latency = now.saturating_sub(message.data.t) / 1000;
+                latencies_us.push(u32::try_from(latency).unwrap_or(u32::MAX));
+                match seen.get_mut(message.data.seq as usize) {
+                    Some(flag) if !*flag => *flag = true,
+                    _ => duplicates += 1,
+                }
+                received.fetch_add(1, Ordering::Relaxed);
+                if latencies_us.len() >= publishes {
+                    break;
+                }
+            }
+            (latencies_us, duplicates)
+        }));
+    }
+
+    let expected = (subscribers * options.publishes) as u64;
+    let padding = "x".repeat(options.payload_bytes);
+    let cpu_before = server_cpu_seconds(options.server_pid);
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut publishers = Vec::new();
+    let rate = options.rate;
+    for _ in 0..options.in_flight {
+        let (server, room, service, padding, next) =
+            (options.server, room.clone(), service.clone(), padding.clone(), next.clone());
+        let publishes = options.publishes as u64;
+        publishers.push(tokio::spawn(async move {
+            let mut client = http_client(server).await?;
+            let path = format!("/api/rooms/{room}/messages");
+            let mut failures = 0u64;
+            loop {
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                if seq >= publishes {
+                    return Ok::<u64, Error>(failures);
+                }
+                if let Some(rate) = rate {
+                    // Fixed rate: publish `seq` at its own moment, whichever lane sends it.
+                    let due = started + Duration::from_secs_f64(seq as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let t = base.elapsed().as_nanos() as u64;
+                let body = json!({"type": "bench", "data": {"seq": seq, "t": t, "pad": padding}}).to_string();
+                let (status, report) = call(&mut client, server, "POST", &path, &service, Bytes::from(body)).await?;
+                if status != http::StatusCode::OK || report["failed"].as_u64() != Some(0) {
+                    failures += 1;
+                }
+            }
+        }));
+    }
+    let mut publish_failures = 0;
+    for publisher in publishers {
+        publish_failures += publisher.await??;
+    }
+    let publish_time = started.elapsed();
+
+    // Wait, bounded, for the last deliveries.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let delivery_time = started.elapsed();
+    let cpu = cpu_before.zip(server_cpu_seconds(options.server_pid)).map(|(b, a)| a - b);
+    let delivered = received.load(Ordering::Relaxed);
+
+    let mut latencies: Vec<u32> = Vec::with_capacity(expected as usize);
+    let mut duplicates = 0;
+    for reader in readers {
+        reader.abort();
+        if let Ok((samples, dups)) = reader.await {
+            latencies.extend(samples);
+            duplicates += dups;
+        }
+    }
+    latencies.sort_unstable();
+    let lost = expected.saturating_sub(delivered);
+    let rate = delivered as f64 / delivery_time.as_secs_f64();
+    let ms = |p: f64| percentile(&latencies, p) as f64 / 1000.0;
+    let cpu_per_million = cpu.map(|c| c / delivered.max(1) as f64 * 1e6);
+    let mode = match options.rate {
+        Some(rate) => format!("fanout {} at {rate} publishes/s", options.kind.name()),
+        None => format!("fanout {} as fast as possible, {} in flight", options.kind.name(), options.in_flight),
+    };
+    print_table(&[
+        ("mode", mode),
+        ("subscribing players", options.connections.to_string()),
+        ("connections", subscribers.to_string()),
+        ("connect time", format!("{:.2} s", connect_time.as_secs_f64())),
+        ("publishes", options.publishes.to_string()),
+        ("publish time", format!("{:.2} s", publish_time.as_secs_f64())),
+        ("deliveries", format!("{delivered} of {expected}")),
+        ("deliveries per second", format!("{rate:.0}")),
+        ("latency p50 / p99 / p99.9", format!("{:.2} / {:.2} / {:.2} ms", ms(0.5), ms(0.99), ms(0.999))),
+        ("lost messages", lost.to_string()),
+        ("duplicates", duplicates.to_string()),
+        ("publish failures", publish_failures.to_string()),
+        ("server CPU", cpu.map_or("n/a".into(), |c| format!("{c:.2} s"))),
+        ("server CPU-s per 1M deliveries", cpu_per_million.map_or("n/a".into(), |c| format!("{c:.3}"))),
+    ]);
+    println!(
+        "{}",
+        json!({
+            "label": options.label, "mode": "fanout", "kind": options.kind.name(),
+            "players": options.connections, "connections": subscribers, "publishes": options.publishes,
+            "rate": options.rate, "in_flight": options.in_flight, "deliveries": delivered, "expected": expected,
+            "deliveries_per_second": rate, "lost": lost, "duplicates": duplicates,
+            "publish_failures": publish_failures,
+            "latency_ms": { "p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": ms(1.0) },
+            "server_cpu_seconds": cpu, "cpu_seconds_per_million": cpu_per_million,
+        })
+    );
+    Ok(lost == 0 && duplicates == 0 && publish_failures == 0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers.
+
+async fn http_client(server: SocketAddr) -> Result<SendRequest<Full<Bytes>>, Error> {
+    let stream = TcpStream::connect(server).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+async fn call(
+    client: &mut SendRequest<Full<Bytes>>,
+    server: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Bytes,
+) -> Result<(http::StatusCode, serde_json::Value), Error> {
+    client.ready().await?;
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", server.to_string())
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(body))?;
+    let response = client.send_request(request).await?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)))
+}
+
+fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
+    if sorted.is_empty() {
+        return T::default();
+    }
+    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}
+
+fn print_table(rows: &[(&str, String)]) {
+    let width = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+    for (name, value) in rows {
+        println!("  {name:<width$}  {value}");
+    }
+}
