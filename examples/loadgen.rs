@@ -18,7 +18,7 @@
 //!   --connections N      connections (idle, connect) or subscribing players (fanout) [1000]
 //!   --concurrency C      handshakes in flight [128]
 //!   --publishes M        publishes (fanout) [200]
-//!   --in-flight K        publishes in flight when there is no --rate [4]
+//!   --in-flight K        publishes not yet received by everyone, without --rate [4]
 //!   --rate R             publishes per second instead of as fast as possible [off]
 //!   --payload-bytes B    filler in each published message [64]
 //!   --settle-ms MS       pause before reading memory after connecting (idle) [1000]
@@ -483,9 +483,11 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
     // Each subscriber counts what it receives and records delivery latencies.
     let base = Instant::now();
     let received = Arc::new(AtomicU64::new(0));
+    // Woken each time the deliveries of one more whole publish have arrived.
+    let progress = Arc::new(tokio::sync::Notify::new());
     let mut readers = Vec::with_capacity(subscribers);
     for (_, mut client) in clients {
-        let received = received.clone();
+        let (received, progress) = (received.clone(), progress.clone());
         let publishes = options.publishes;
         readers.push(tokio::spawn(async move {
             let mut latencies_us: Vec<u32> = Vec::with_capacity(publishes);
@@ -500,7 +502,9 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
                     Some(flag) if !*flag => *flag = true,
                     _ => duplicates += 1,
                 }
-                received.fetch_add(1, Ordering::Relaxed);
+                if (received.fetch_add(1, Ordering::Relaxed) + 1) % subscribers as u64 == 0 {
+                    progress.notify_waiters();
+                }
                 if latencies_us.len() >= publishes {
                     break;
                 }
@@ -516,9 +520,11 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
     let next = Arc::new(AtomicU64::new(0));
     let mut publishers = Vec::new();
     let rate = options.rate;
+    let window = options.in_flight as u64;
     for _ in 0..options.in_flight {
         let (server, room, service, padding, next) =
             (options.server, room.clone(), service.clone(), padding.clone(), next.clone());
+        let (received, progress) = (received.clone(), progress.clone());
         let publishes = options.publishes as u64;
         publishers.push(tokio::spawn(async move {
             let mut client = http_client(server).await?;
@@ -533,6 +539,18 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
                     // Fixed rate: publish `seq` at its own moment, whichever lane sends it.
                     let due = started + Duration::from_secs_f64(seq as f64 / rate);
                     tokio::time::sleep_until(due.into()).await;
+                } else {
+                    // As fast as possible, with at most `window` publishes not yet received
+                    // by every subscriber: the pace of the whole system, server and clients,
+                    // without overflowing anyone's outbox.
+                    let need = (seq + 1).saturating_sub(window) * subscribers as u64;
+                    loop {
+                        let notified = progress.notified();
+                        if received.load(Ordering::Relaxed) >= need {
+                            break;
+                        }
+                        notified.await;
+                    }
                 }
                 let t = base.elapsed().as_nanos() as u64;
                 let body = json!({"type": "bench", "data": {"seq": seq, "t": t, "pad": padding}}).to_string();
