@@ -18,7 +18,9 @@
 //!   --connections N      connections (idle, connect) or subscribing players (fanout) [1000]
 //!   --concurrency C      handshakes in flight [128]
 //!   --publishes M        publishes (fanout) [200]
-//!   --in-flight K        publishes not yet received by everyone, without --rate [4]
+//!   --in-flight K        publish requests in flight, without --rate [4]
+//!   --window W           publishes not yet received by every subscriber, at most;
+//!                        keep it under the server's outbox capacity (256) [128]
 //!   --rate R             publishes per second instead of as fast as possible [off]
 //!   --payload-bytes B    filler in each published message [64]
 //!   --settle-ms MS       pause before reading memory after connecting (idle) [1000]
@@ -89,6 +91,7 @@ struct Options {
     concurrency: usize,
     publishes: usize,
     in_flight: usize,
+    window: usize,
     rate: Option<f64>,
     payload_bytes: usize,
     settle: Duration,
@@ -105,7 +108,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("loadgen: cannot start a runtime: {error}");
@@ -122,7 +128,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Err(_) => {
-            eprintln!("loadgen: the run took longer than --timeout-secs {}", timeout.as_secs());
+            eprintln!(
+                "loadgen: the run took longer than --timeout-secs {}",
+                timeout.as_secs()
+            );
             ExitCode::FAILURE
         }
     }
@@ -130,23 +139,43 @@ fn main() -> ExitCode {
 
 fn parse_options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
-    let mode = args.next().ok_or("a mode is required: idle, connect or fanout")?;
+    let mode = args
+        .next()
+        .ok_or("a mode is required: idle, connect or fanout")?;
     if !["idle", "connect", "fanout"].contains(&mode.as_str()) {
-        return Err(format!("unknown mode {mode:?}: use idle, connect or fanout"));
+        return Err(format!(
+            "unknown mode {mode:?}: use idle, connect or fanout"
+        ));
     }
     let mut values = HashMap::new();
     while let Some(flag) = args.next() {
-        let name = flag.strip_prefix("--").ok_or_else(|| format!("expected an --option, got {flag:?}"))?;
-        let value = args.next().ok_or_else(|| format!("--{name} needs a value"))?;
+        let name = flag
+            .strip_prefix("--")
+            .ok_or_else(|| format!("expected an --option, got {flag:?}"))?;
+        let value = args
+            .next()
+            .ok_or_else(|| format!("--{name} needs a value"))?;
         values.insert(name.to_owned(), value);
     }
-    let take = |name: &str, default: &str| values.get(name).cloned().unwrap_or_else(|| default.to_owned());
+    let take = |name: &str, default: &str| {
+        values
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| default.to_owned())
+    };
     let number = |name: &str, default: &str| -> Result<usize, String> {
-        take(name, default).parse().map_err(|_| format!("--{name} must be a whole number"))
+        take(name, default)
+            .parse()
+            .map_err(|_| format!("--{name} must be a whole number"))
     };
     let url = take("url", "http://127.0.0.1:8000");
-    let host = url.strip_prefix("http://").ok_or("--url must start with http://")?.trim_end_matches('/');
-    let server: SocketAddr = host.parse().map_err(|_| format!("--url must be http://IP:PORT, got {url:?}"))?;
+    let host = url
+        .strip_prefix("http://")
+        .ok_or("--url must start with http://")?
+        .trim_end_matches('/');
+    let server: SocketAddr = host
+        .parse()
+        .map_err(|_| format!("--url must be http://IP:PORT, got {url:?}"))?;
     if !server.ip().is_loopback() {
         return Err("the load generator only talks to loopback addresses".into());
     }
@@ -157,14 +186,20 @@ fn parse_options() -> Result<Options, String> {
         other => return Err(format!("--kind must be ws, sse or both, got {other:?}")),
     };
     let rate = match values.get("rate") {
-        Some(rate) => Some(rate.parse::<f64>().ok().filter(|r| *r > 0.0).ok_or("--rate must be a positive number")?),
+        Some(rate) => Some(
+            rate.parse::<f64>()
+                .ok()
+                .filter(|r| *r > 0.0)
+                .ok_or("--rate must be a positive number")?,
+        ),
         None => None,
     };
     let server_pid = match values.get("server-pid") {
         Some(pid) => Some(pid.parse().map_err(|_| "--server-pid must be a number")?),
         None => None,
     };
-    let secret = std::env::var("DUALCAST_JWT_SECRET").map_err(|_| "DUALCAST_JWT_SECRET must be set")?;
+    let secret =
+        std::env::var("DUALCAST_JWT_SECRET").map_err(|_| "DUALCAST_JWT_SECRET must be set")?;
     let options = Options {
         label: take("label", &mode),
         mode,
@@ -175,6 +210,7 @@ fn parse_options() -> Result<Options, String> {
         concurrency: number("concurrency", "128")?.max(1),
         publishes: number("publishes", "200")?.max(1),
         in_flight: number("in-flight", "4")?.max(1),
+        window: number("window", "128")?.max(1),
         rate,
         payload_bytes: number("payload-bytes", "64")?,
         settle: Duration::from_millis(number("settle-ms", "1000")? as u64),
@@ -245,7 +281,10 @@ fn clock_ticks_per_second() -> f64 {
 // Connections.
 
 fn token(options: &Options, player: &str, role: Role) -> Result<String, Error> {
-    Ok(issue_hs256(&options.secret, &Claims::new(player, role, 3600))?)
+    Ok(issue_hs256(
+        &options.secret,
+        &Claims::new(player, role, 3600),
+    )?)
 }
 
 /// A TCP connection to the server from a loopback source address of this run's own,
@@ -265,11 +304,17 @@ type WsClient = tokio_tungstenite::WebSocketStream<TcpStream>;
 
 async fn open_ws(options: &Options, token: &str, index: usize) -> Result<WsClient, Error> {
     let mut request = format!("ws://{}/api/ws", options.server).into_client_request()?;
-    request.headers_mut().insert("sec-websocket-protocol", format!("bearer, {token}").parse()?);
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("bearer, {token}").parse()?,
+    );
     let stream = tcp(options.server, index).await?;
     // Small client buffers: the load generator holds thousands of connections too.
-    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-    let (socket, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (socket, _) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
     Ok(socket)
 }
 
@@ -280,7 +325,8 @@ struct SseClient {
 
 async fn open_sse(options: &Options, token: &str, index: usize) -> Result<SseClient, Error> {
     let stream = tcp(options.server, index).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
     let request = http::Request::get("/api/sse")
         .header("host", options.server.to_string())
@@ -291,7 +337,10 @@ async fn open_sse(options: &Options, token: &str, index: usize) -> Result<SseCli
     if response.status() != http::StatusCode::OK {
         return Err(format!("SSE refused with {}", response.status()).into());
     }
-    Ok(SseClient { body: response.into_body(), buffer: Vec::new() })
+    Ok(SseClient {
+        body: response.into_body(),
+        buffer: Vec::new(),
+    })
 }
 
 impl SseClient {
@@ -318,7 +367,9 @@ impl SseClient {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 enum Client {
@@ -386,7 +437,9 @@ async fn open_all(
 }
 
 fn run_name() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     format!("lg{:x}", nanos ^ std::process::id())
 }
 
@@ -399,7 +452,9 @@ async fn idle(options: &Options) -> Result<bool, Error> {
     tokio::time::sleep(options.settle).await;
     let after = server_rss_kib(options.server_pid);
     let connections = clients.len();
-    let per_connection = before.zip(after).map(|(b, a)| a.saturating_sub(b) as f64 / connections as f64);
+    let per_connection = before
+        .zip(after)
+        .map(|(b, a)| a.saturating_sub(b) as f64 / connections as f64);
     let rate = connections as f64 / elapsed.as_secs_f64();
     drop(clients);
 
@@ -408,9 +463,18 @@ async fn idle(options: &Options) -> Result<bool, Error> {
         ("connections", connections.to_string()),
         ("connect time", format!("{:.2} s", elapsed.as_secs_f64())),
         ("connect rate", format!("{rate:.0} /s")),
-        ("server RSS before", before.map_or("n/a".into(), |v| format!("{v} KiB"))),
-        ("server RSS after", after.map_or("n/a".into(), |v| format!("{v} KiB"))),
-        ("memory per connection", per_connection.map_or("n/a".into(), |v| format!("{v:.2} KiB"))),
+        (
+            "server RSS before",
+            before.map_or("n/a".into(), |v| format!("{v} KiB")),
+        ),
+        (
+            "server RSS after",
+            after.map_or("n/a".into(), |v| format!("{v} KiB")),
+        ),
+        (
+            "memory per connection",
+            per_connection.map_or("n/a".into(), |v| format!("{v:.2} KiB")),
+        ),
     ]);
     println!(
         "{}",
@@ -424,10 +488,16 @@ async fn idle(options: &Options) -> Result<bool, Error> {
 }
 
 async fn connect(options: &Options) -> Result<bool, Error> {
-    let options = Options { kind: Kind::Ws, ..options.clone() };
+    let options = Options {
+        kind: Kind::Ws,
+        ..options.clone()
+    };
     let cpu_before = server_cpu_seconds(options.server_pid);
-    let (clients, mut latencies, elapsed) = open_all(&options, options.connections, &run_name()).await?;
-    let cpu = cpu_before.zip(server_cpu_seconds(options.server_pid)).map(|(b, a)| a - b);
+    let (clients, mut latencies, elapsed) =
+        open_all(&options, options.connections, &run_name()).await?;
+    let cpu = cpu_before
+        .zip(server_cpu_seconds(options.server_pid))
+        .map(|(b, a)| a - b);
     drop(clients);
     latencies.sort_unstable();
     let rate = latencies.len() as f64 / elapsed.as_secs_f64();
@@ -437,8 +507,14 @@ async fn connect(options: &Options) -> Result<bool, Error> {
         ("handshakes", latencies.len().to_string()),
         ("in flight", options.concurrency.to_string()),
         ("handshakes per second", format!("{rate:.0}")),
-        ("latency p50 / p99 / max", format!("{:.2} / {:.2} / {:.2} ms", ms(0.5), ms(0.99), ms(1.0))),
-        ("server CPU", cpu.map_or("n/a".into(), |c| format!("{c:.2} s"))),
+        (
+            "latency p50 / p99 / max",
+            format!("{:.2} / {:.2} / {:.2} ms", ms(0.5), ms(0.99), ms(1.0)),
+        ),
+        (
+            "server CPU",
+            cpu.map_or("n/a".into(), |c| format!("{c:.2} s")),
+        ),
     ]);
     println!(
         "{}",
@@ -472,7 +548,15 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
     let mut admin = http_client(options.server).await?;
     for player in 0..options.connections {
         let path = format!("/api/rooms/{room}/members/{name}-{player}");
-        let (status, _) = call(&mut admin, options.server, "PUT", &path, &service, Bytes::new()).await?;
+        let (status, _) = call(
+            &mut admin,
+            options.server,
+            "PUT",
+            &path,
+            &service,
+            Bytes::new(),
+        )
+        .await?;
         if status != http::StatusCode::OK {
             return Err(format!("joining the room answered {status}").into());
         }
@@ -494,7 +578,9 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
             let mut duplicates = 0u64;
             let mut seen = vec![false; publishes];
             while let Some(text) = client.next_message().await {
-                let Ok(message) = serde_json::from_slice::<Received>(&text) else { continue };
+                let Ok(message) = serde_json::from_slice::<Received>(&text) else {
+                    continue;
+                };
                 let now = base.elapsed().as_nanos() as u64;
                 let latency = now.saturating_sub(message.data.t) / 1000;
                 latencies_us.push(u32::try_from(latency).unwrap_or(u32::MAX));
@@ -520,10 +606,15 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
     let next = Arc::new(AtomicU64::new(0));
     let mut publishers = Vec::new();
     let rate = options.rate;
-    let window = options.in_flight as u64;
+    let window = options.window as u64;
     for _ in 0..options.in_flight {
-        let (server, room, service, padding, next) =
-            (options.server, room.clone(), service.clone(), padding.clone(), next.clone());
+        let (server, room, service, padding, next) = (
+            options.server,
+            room.clone(),
+            service.clone(),
+            padding.clone(),
+            next.clone(),
+        );
         let (received, progress) = (received.clone(), progress.clone());
         let publishes = options.publishes as u64;
         publishers.push(tokio::spawn(async move {
@@ -540,9 +631,9 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
                     let due = started + Duration::from_secs_f64(seq as f64 / rate);
                     tokio::time::sleep_until(due.into()).await;
                 } else {
-                    // As fast as possible, with at most `window` publishes not yet received
-                    // by every subscriber: the pace of the whole system, server and clients,
-                    // without overflowing anyone's outbox.
+                    // As fast as possible, but with at most `window` publishes not yet
+                    // received by every subscriber: faster, and the server would rightly end
+                    // the connections of a load generator that cannot keep up.
                     let need = (seq + 1).saturating_sub(window) * subscribers as u64;
                     loop {
                         let notified = progress.notified();
@@ -553,8 +644,17 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
                     }
                 }
                 let t = base.elapsed().as_nanos() as u64;
-                let body = json!({"type": "bench", "data": {"seq": seq, "t": t, "pad": padding}}).to_string();
-                let (status, report) = call(&mut client, server, "POST", &path, &service, Bytes::from(body)).await?;
+                let body = json!({"type": "bench", "data": {"seq": seq, "t": t, "pad": padding}})
+                    .to_string();
+                let (status, report) = call(
+                    &mut client,
+                    server,
+                    "POST",
+                    &path,
+                    &service,
+                    Bytes::from(body),
+                )
+                .await?;
                 if status != http::StatusCode::OK || report["failed"].as_u64() != Some(0) {
                     failures += 1;
                 }
@@ -573,7 +673,9 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let delivery_time = started.elapsed();
-    let cpu = cpu_before.zip(server_cpu_seconds(options.server_pid)).map(|(b, a)| a - b);
+    let cpu = cpu_before
+        .zip(server_cpu_seconds(options.server_pid))
+        .map(|(b, a)| a - b);
     let delivered = received.load(Ordering::Relaxed);
 
     let mut latencies: Vec<u32> = Vec::with_capacity(expected as usize);
@@ -592,30 +694,50 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
     let cpu_per_million = cpu.map(|c| c / delivered.max(1) as f64 * 1e6);
     let mode = match options.rate {
         Some(rate) => format!("fanout {} at {rate} publishes/s", options.kind.name()),
-        None => format!("fanout {} as fast as possible, {} in flight", options.kind.name(), options.in_flight),
+        None => format!(
+            "fanout {} as fast as possible, {} requests in flight, window {}",
+            options.kind.name(),
+            options.in_flight,
+            options.window
+        ),
     };
     print_table(&[
         ("mode", mode),
         ("subscribing players", options.connections.to_string()),
         ("connections", subscribers.to_string()),
-        ("connect time", format!("{:.2} s", connect_time.as_secs_f64())),
+        (
+            "connect time",
+            format!("{:.2} s", connect_time.as_secs_f64()),
+        ),
         ("publishes", options.publishes.to_string()),
-        ("publish time", format!("{:.2} s", publish_time.as_secs_f64())),
+        (
+            "publish time",
+            format!("{:.2} s", publish_time.as_secs_f64()),
+        ),
         ("deliveries", format!("{delivered} of {expected}")),
         ("deliveries per second", format!("{rate:.0}")),
-        ("latency p50 / p99 / p99.9", format!("{:.2} / {:.2} / {:.2} ms", ms(0.5), ms(0.99), ms(0.999))),
+        (
+            "latency p50 / p99 / p99.9",
+            format!("{:.2} / {:.2} / {:.2} ms", ms(0.5), ms(0.99), ms(0.999)),
+        ),
         ("lost messages", lost.to_string()),
         ("duplicates", duplicates.to_string()),
         ("publish failures", publish_failures.to_string()),
-        ("server CPU", cpu.map_or("n/a".into(), |c| format!("{c:.2} s"))),
-        ("server CPU-s per 1M deliveries", cpu_per_million.map_or("n/a".into(), |c| format!("{c:.3}"))),
+        (
+            "server CPU",
+            cpu.map_or("n/a".into(), |c| format!("{c:.2} s")),
+        ),
+        (
+            "server CPU-s per 1M deliveries",
+            cpu_per_million.map_or("n/a".into(), |c| format!("{c:.3}")),
+        ),
     ]);
     println!(
         "{}",
         json!({
             "label": options.label, "mode": "fanout", "kind": options.kind.name(),
             "players": options.connections, "connections": subscribers, "publishes": options.publishes,
-            "rate": options.rate, "in_flight": options.in_flight, "deliveries": delivered, "expected": expected,
+            "rate": options.rate, "in_flight": options.in_flight, "window": options.window, "deliveries": delivered, "expected": expected,
             "deliveries_per_second": rate, "lost": lost, "duplicates": duplicates,
             "publish_failures": publish_failures,
             "latency_ms": { "p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": ms(1.0) },
@@ -655,7 +777,10 @@ async fn call(
     let response = client.send_request(request).await?;
     let status = response.status();
     let bytes = response.into_body().collect().await?.to_bytes();
-    Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)))
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    ))
 }
 
 fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {

@@ -291,10 +291,14 @@ impl Connection {
         }
     }
 
+    /// Sets the health; a connection that is `Dead` stays dead.
     pub(crate) fn set_health(&self, health: Health) {
-        if self.health.load(Ordering::Relaxed) != health as u8 {
-            self.health.store(health as u8, Ordering::Relaxed);
-        }
+        let new = health as u8;
+        let _ = self
+            .health
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                (current != new && current != Health::Dead as u8).then_some(new)
+            });
     }
 
     /// Asks the transport to end with `reason`; the first reason given wins.
@@ -305,7 +309,7 @@ impl Connection {
             .compare_exchange(0, reason.to_u8(), Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if set {
-            self.set_health(Health::Dead);
+            self.health.store(Health::Dead as u8, Ordering::Release);
             self.end_waker.wake();
         }
         set

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use http::{Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::body::ResponseBody;
 pub use dualcast_layers::error::{ErrorResponse, ErrorType};
@@ -10,8 +10,15 @@ pub use dualcast_layers::error::{ErrorResponse, ErrorType};
 /// An error answer: a status, an `error_type`, a stable `details.error_code` and a message.
 #[derive(Debug, Clone)]
 pub struct ApiError {
+    // Boxed: errors are rare, and a small `Result` keeps the happy path cheap.
+    inner: Box<Inner>,
+}
+
+#[derive(Debug, Clone)]
+struct Inner {
     response: ErrorResponse,
     code: &'static str,
+    headers: HeaderMap,
 }
 
 impl ApiError {
@@ -23,8 +30,12 @@ impl ApiError {
         message: impl Into<String>,
     ) -> Self {
         Self {
-            response: ErrorResponse::new(status, error_type, message).detail("error_code", code),
-            code,
+            inner: Box::new(Inner {
+                response: ErrorResponse::new(status, error_type, message)
+                    .detail("error_code", code),
+                code,
+                headers: HeaderMap::new(),
+            }),
         }
     }
 
@@ -61,32 +72,44 @@ impl ApiError {
     /// Adds a field to `details`.
     #[must_use]
     pub fn detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
-        self.response = self.response.detail(key, value);
+        self.inner.response = self.inner.response.detail(key, value);
+        self
+    }
+
+    /// Adds a response header, e.g. `Allow` on a 405.
+    #[must_use]
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.inner.headers.append(name, value);
         self
     }
 
     /// The HTTP status.
     #[must_use]
     pub fn status(&self) -> StatusCode {
-        self.response.status()
+        self.inner.response.status()
     }
 
     /// The `error_type`.
     #[must_use]
     pub fn kind(&self) -> ErrorType {
-        self.response.error_type()
+        self.inner.response.error_type()
     }
 
     /// The stable `details.error_code`.
     #[must_use]
     pub fn code(&self) -> &'static str {
-        self.code
+        self.inner.code
     }
 
     /// The response with the JSON body.
     #[must_use]
     pub fn into_response(self) -> Response<ResponseBody> {
-        self.response.into_response()
+        let Inner {
+            response, headers, ..
+        } = *self.inner;
+        let mut response: Response<ResponseBody> = response.into_response();
+        response.headers_mut().extend(headers);
+        response
     }
 }
 
@@ -97,7 +120,7 @@ impl fmt::Display for ApiError {
             "{} {} ({})",
             self.status().as_u16(),
             self.kind(),
-            self.code
+            self.inner.code
         )
     }
 }

@@ -278,7 +278,7 @@ impl Hub {
     ) -> Result<(ConnectionGuard, Outbox), RegisterError> {
         let (sender, receiver) = mpsc::channel(self.inner.config.outbox_capacity);
         let id = ConnectionId(self.inner.next_connection.fetch_add(1, Ordering::Relaxed));
-        let (connection, came_online) = {
+        let connection = {
             let mut registry = self.write();
             // Checked under the lock: `shutdown` sets the flag and then ends every connection
             // it finds, so a connection is either refused here or found and ended there.
@@ -293,12 +293,25 @@ impl Hub {
                 session_id.map(Arc::from),
                 sender,
             ));
-            let player = registry.players.entry(player_id).or_default();
+            let player = registry.players.entry(player_id.clone()).or_default();
             player.connections.push(connection.clone());
             let came_online = player.connections.len() == 1;
             registry.connections += 1;
             self.inner.guards.fetch_add(1, Ordering::AcqRel);
-            (connection, came_online)
+            // Events are sent under the lock, so subscribers see them in registry order
+            // (sending never blocks).
+            self.emit(HubEvent::Connected {
+                connection_id: id,
+                player_id: player_id.clone(),
+                kind,
+            });
+            if came_online {
+                self.emit(HubEvent::Presence {
+                    player_id,
+                    presence: Presence::Online,
+                });
+            }
+            connection
         };
         tracing::info!(
             connection_id = %id,
@@ -307,17 +320,6 @@ impl Hub {
             session_id = session_id.unwrap_or(""),
             "connection opened"
         );
-        self.emit(HubEvent::Connected {
-            connection_id: id,
-            player_id: connection.player_id.clone(),
-            kind,
-        });
-        if came_online {
-            self.emit(HubEvent::Presence {
-                player_id: connection.player_id.clone(),
-                presence: Presence::Online,
-            });
-        }
         Ok((
             ConnectionGuard {
                 hub: self.clone(),
@@ -515,7 +517,10 @@ impl Hub {
         let reached_before = report.delivered;
         for connection in &player.connections {
             if connection.end_reason().is_some() {
+                // Ending already (its transport is closing it): it cannot take the message.
+                // Removed now, so it is counted once.
                 report.failed += 1;
+                failed.push(connection.clone());
                 continue;
             }
             match connection.outbox.try_send(frame.clone()) {
@@ -568,23 +573,21 @@ impl Hub {
 
     /// Takes `connection` out of the registry if it is still there; idempotent.
     fn remove(&self, connection: &Arc<Connection>, reason: DisconnectReason) {
-        let went_offline = {
-            let mut registry = self.write();
-            let Some(player) = registry.players.get_mut(&*connection.player_id) else {
-                return;
-            };
-            let before = player.connections.len();
-            player.connections.retain(|c| c.id != connection.id);
-            if player.connections.len() == before {
-                return;
-            }
-            let went_offline = player.connections.is_empty();
-            if went_offline && player.rooms.is_empty() {
-                registry.players.remove(&*connection.player_id);
-            }
-            registry.connections -= 1;
-            went_offline
+        let mut registry = self.write();
+        let Some(player) = registry.players.get_mut(&*connection.player_id) else {
+            return;
         };
+        let before = player.connections.len();
+        player.connections.retain(|c| c.id != connection.id);
+        if player.connections.len() == before {
+            return;
+        }
+        let went_offline = player.connections.is_empty();
+        if went_offline && player.rooms.is_empty() {
+            registry.players.remove(&*connection.player_id);
+        }
+        registry.connections -= 1;
+        // Under the lock, like `register`'s events.
         self.emit(HubEvent::Disconnected {
             connection_id: connection.id,
             player_id: connection.player_id.clone(),
@@ -929,7 +932,9 @@ mod tests {
             hub.register("erin", ConnectionKind::Sse, None).unwrap_err(),
             RegisterError::ShuttingDown
         );
-        let waiter = tokio::spawn(done);
+        let mut waiter = tokio::spawn(done);
+        let early = tokio::time::timeout(std::time::Duration::from_millis(50), &mut waiter).await;
+        assert!(early.is_err(), "shutdown waits while a guard lives");
         drop(guard);
         tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
             .await

@@ -27,7 +27,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// The longest message `type`, in bytes.
 pub const MAX_TYPE_LEN: usize = 128;
@@ -61,13 +60,15 @@ impl Message {
         ))
     }
 
-    /// A message whose data is already-validated JSON; it is embedded as it is.
+    /// A message whose data is already-validated JSON. It is embedded as it is, except that
+    /// line breaks between tokens are removed: an SSE `data:` line cannot hold them, and
+    /// every recipient gets the same bytes.
     #[must_use]
     pub fn raw(message_type: impl Into<Box<str>>, data: Box<RawValue>) -> Self {
         Self {
             message_type: message_type.into(),
             version: 1,
-            data,
+            data: without_line_breaks(data),
         }
     }
 
@@ -97,6 +98,35 @@ impl Message {
     }
 }
 
+/// `data` with every `\n` and `\r` outside strings removed. Inside a JSON string they are
+/// always escaped, so what remains is the same JSON value.
+fn without_line_breaks(data: Box<RawValue>) -> Box<RawValue> {
+    let text = data.get();
+    if !text.bytes().any(|b| b == b'\n' || b == b'\r') {
+        return data;
+    }
+    let mut compact = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if c == '\n' || c == '\r' {
+            continue;
+        }
+        compact.push(c);
+    }
+    // Removing whitespace between tokens keeps the text valid JSON.
+    RawValue::from_string(compact).unwrap_or(data)
+}
+
 #[derive(Serialize)]
 struct Envelope<'a> {
     id: &'a str,
@@ -120,7 +150,9 @@ pub struct Frame {
 #[derive(Debug)]
 struct Encoded {
     id: Arc<str>,
-    text: Utf8Bytes,
+    /// A complete WebSocket text frame: header, then the envelope.
+    websocket: Bytes,
+    header_len: usize,
     sse: Bytes,
 }
 
@@ -135,19 +167,37 @@ impl Frame {
             room,
             data: &message.data,
         };
-        let json = serde_json::to_string(&envelope)
+        let json = serde_json::to_vec(&envelope)
             .expect("the envelope has string keys and already-valid JSON data");
-        // Compact JSON has no raw newline, so one `data:` line carries it.
+        // The envelope has no raw line break (`Message::raw` removes them from the data),
+        // so one `data:` line carries it.
         let mut sse = Vec::with_capacity(json.len() + id.len() + 12);
         sse.extend_from_slice(b"id: ");
         sse.extend_from_slice(id.as_bytes());
         sse.extend_from_slice(b"\ndata: ");
-        sse.extend_from_slice(json.as_bytes());
+        sse.extend_from_slice(&json);
         sse.extend_from_slice(b"\n\n");
+        // A server's frames are not masked, so one frame serves every WebSocket.
+        let mut websocket = Vec::with_capacity(json.len() + 10);
+        websocket.push(0x81); // FIN, text
+        match json.len() {
+            len @ 0..=125 => websocket.push(len as u8),
+            len @ 126..=0xFFFF => {
+                websocket.push(126);
+                websocket.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                websocket.push(127);
+                websocket.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        let header_len = websocket.len();
+        websocket.extend_from_slice(&json);
         Self {
             inner: Arc::new(Encoded {
                 id,
-                text: Utf8Bytes::from(json),
+                websocket: Bytes::from(websocket),
+                header_len,
                 sse: Bytes::from(sse),
             }),
         }
@@ -159,10 +209,17 @@ impl Frame {
         &self.inner.id
     }
 
-    /// The envelope as JSON text: the payload of a WebSocket text frame.
+    /// The envelope as JSON text: the payload of the WebSocket text frame.
     #[must_use]
     pub fn json(&self) -> &str {
-        self.inner.text.as_str()
+        std::str::from_utf8(&self.inner.websocket[self.inner.header_len..])
+            .expect("the payload was written by serde_json, which writes UTF-8")
+    }
+
+    /// The whole WebSocket text frame (header and payload) carrying the envelope.
+    #[must_use]
+    pub fn websocket_frame(&self) -> &Bytes {
+        &self.inner.websocket
     }
 
     /// The whole Server-Sent-Events record: `id:` line, `data:` line, blank line.
@@ -173,10 +230,6 @@ impl Frame {
 
     pub(crate) fn shared_id(&self) -> Arc<str> {
         self.inner.id.clone()
-    }
-
-    pub(crate) fn websocket_text(&self) -> Utf8Bytes {
-        self.inner.text.clone()
     }
 }
 
@@ -189,6 +242,19 @@ pub(crate) fn unix_millis(time: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_breaks_between_tokens_cannot_split_an_sse_record() {
+        let data =
+            RawValue::from_string("{\"a\":\n\n[1,\r\n2],\"s\":\"x\\ny\\\"\\\\\"}".to_owned())
+                .unwrap();
+        let message = Message::raw("t", data);
+        assert_eq!(message.data().get(), r#"{"a":[1,2],"s":"x\ny\"\\"}"#);
+        let frame = Frame::encode("e-1".into(), &message, None);
+        let sse = std::str::from_utf8(frame.sse_event()).unwrap();
+        assert_eq!(sse.matches('\n').count(), 3, "{sse}");
+        assert!(!sse.contains('\r'));
+    }
 
     #[test]
     fn one_encoding_serves_both_transports() {

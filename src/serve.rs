@@ -11,6 +11,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tower::Service;
 
 use crate::body::ResponseBody;
@@ -23,7 +24,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Serves `app` on `listener` until `signal` resolves, then shuts down gracefully: it stops
 /// accepting, ends every realtime connection with `server_shutdown` (a WebSocket close
 /// frame 1001; an SSE `disconnect` event), lets in-flight requests finish, and returns
-/// once all are done or [`SHUTDOWN_GRACE`] has passed.
+/// once all are done, or aborts what is left once [`SHUTDOWN_GRACE`] has passed.
 ///
 /// Accepted sockets get `TCP_NODELAY`; a client has 10 s to send its request headers.
 pub async fn serve<A>(
@@ -64,17 +65,21 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10));
     tokio::pin!(signal);
+    let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             () = &mut signal => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
                         // Out of file descriptors, typically: back off instead of spinning.
                         tracing::warn!("accept failed: {error}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+                        tokio::select! {
+                            () = &mut signal => break,
+                            () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                        }
                     }
                 };
                 let _ = stream.set_nodelay(true);
@@ -82,7 +87,7 @@ where
                 let service = hyper::service::service_fn(move |request| service.clone().call(request));
                 let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
                 let mut stopped = stopped.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     tokio::pin!(connection);
                     let result = tokio::select! {
                         result = connection.as_mut() => result,
@@ -99,19 +104,22 @@ where
         }
     }
     drop(listener);
-    tracing::info!("shutting down");
+    tracing::info!(open = connections.len(), "shutting down");
     let hub_drained = hub.shutdown();
     let _ = stop.send(true);
-    drop(stopped);
     let finished = async {
-        stop.closed().await;
+        while connections.join_next().await.is_some() {}
         hub_drained.await;
     };
     if tokio::time::timeout(SHUTDOWN_GRACE, finished)
         .await
         .is_err()
     {
-        tracing::warn!("shutdown grace period over with connections still open");
+        tracing::warn!(
+            open = connections.len(),
+            "shutdown grace period over: closing what is still open"
+        );
+        connections.shutdown().await;
     }
     Ok(())
 }

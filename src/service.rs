@@ -37,7 +37,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use dualcast_layers::auth::{Auth, AuthError, AuthErrorKind, Authenticate, Identity};
-use dualcast_layers::query::{percent_decode, query_param};
+use dualcast_layers::query::{percent_decode_path, query_param};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use pin_project::pin_project;
 use tower::Service;
@@ -328,7 +328,7 @@ impl Routes {
                     error.to_string(),
                 ),
             })?;
-        let expires_at = identity.expires_at().map(instant_of);
+        let expires_at = identity.expires_at().and_then(instant_of);
         match kind {
             ConnectionKind::Sse => Ok(sse::response(guard, outbox, &self.settings.sse, expires_at)),
             ConnectionKind::WebSocket => {
@@ -376,21 +376,29 @@ fn allow(method: &Method, allowed: &[Method]) -> Result<(), ApiError> {
     if allowed.contains(method) {
         return Ok(());
     }
-    let allowed: Vec<&str> = allowed.iter().map(Method::as_str).collect();
-    Err(ApiError::new(
+    let allowed = allowed
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let error = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         ErrorType::ValidationError,
         "METHOD_NOT_ALLOWED",
-        format!("use {}", allowed.join(" or ")),
+        format!("use {allowed}"),
     )
-    .detail("allow", allowed.join(", ")))
+    .detail("allow", allowed.as_str());
+    Err(match HeaderValue::from_str(&allowed) {
+        Ok(value) => error.header(header::ALLOW, value),
+        Err(_) => error,
+    })
 }
 
 fn path_segments(path: &str) -> Result<Vec<Cow<'_, str>>, ApiError> {
     path.trim_start_matches('/')
         .split('/')
         .map(|segment| {
-            percent_decode(segment).ok_or_else(|| {
+            percent_decode_path(segment).ok_or_else(|| {
                 ApiError::bad_request(
                     "INVALID_PATH",
                     "the path is not valid percent-encoded UTF-8",
@@ -400,8 +408,9 @@ fn path_segments(path: &str) -> Result<Vec<Cow<'_, str>>, ApiError> {
         .collect()
 }
 
-/// The tokio instant of a wall-clock time (now, if it has passed).
-fn instant_of(time: SystemTime) -> tokio::time::Instant {
+/// The tokio instant of a wall-clock time (now, if it has passed; `None` if it is too far
+/// ahead to represent, which is as good as never).
+fn instant_of(time: SystemTime) -> Option<tokio::time::Instant> {
     let left = time.duration_since(SystemTime::now()).unwrap_or_default();
-    tokio::time::Instant::now() + left
+    tokio::time::Instant::now().checked_add(left)
 }

@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, Response, StatusCode};
 use pin_project::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -26,6 +26,7 @@ use tokio::time::{Instant, Sleep};
 use crate::body::ResponseBody;
 use crate::connection::DisconnectReason;
 use crate::hub::{ConnectionGuard, Outbox};
+use crate::message::Frame;
 
 /// Settings of SSE streams.
 #[derive(Debug, Clone)]
@@ -130,14 +131,7 @@ impl SseStream {
             *this.state = State::Done;
             return Poll::Ready(Some(disconnect_event(reason)));
         }
-        match this.outbox.poll_recv(cx) {
-            Poll::Ready(Some(frame)) => return Poll::Ready(Some(frame.sse_event().clone())),
-            Poll::Ready(None) => {
-                *this.state = State::Done;
-                return Poll::Ready(None);
-            }
-            Poll::Pending => {}
-        }
+        // The timer before the outbox, so that a busy stream still expires on time.
         if this.timer.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
             if this.expires_at.is_some_and(|expiry| expiry <= now) {
@@ -150,8 +144,36 @@ impl SseStream {
                 .reset(next_deadline(now + *this.keep_alive, *this.expires_at));
             return Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE)));
         }
-        Poll::Pending
+        match this.outbox.poll_recv(cx) {
+            Poll::Ready(Some(frame)) => Poll::Ready(Some(batch(frame, this.outbox))),
+            Poll::Ready(None) => {
+                *this.state = State::Done;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
+}
+
+/// Most bytes gathered into one chunk of the stream.
+const MAX_CHUNK: usize = 64 * 1024;
+
+/// `first` alone (shared, no copy) when nothing else is waiting; otherwise `first` and the
+/// frames behind it in one chunk, so a burst costs the HTTP layer one chunk, not many.
+fn batch(first: Frame, outbox: &mut Outbox) -> Bytes {
+    let Some(second) = outbox.try_recv() else {
+        return first.sse_event().clone();
+    };
+    let mut chunk = BytesMut::with_capacity(MAX_CHUNK.min(first.sse_event().len() * 8));
+    chunk.extend_from_slice(first.sse_event());
+    chunk.extend_from_slice(second.sse_event());
+    while chunk.len() < MAX_CHUNK {
+        match outbox.try_recv() {
+            Some(frame) => chunk.extend_from_slice(frame.sse_event()),
+            None => break,
+        }
+    }
+    chunk.freeze()
 }
 
 fn disconnect_event(reason: DisconnectReason) -> Bytes {
@@ -168,6 +190,54 @@ mod tests {
     async fn next_chunk(body: &mut Pin<Box<ResponseBody>>) -> String {
         let frame = body.frame().await.expect("a chunk").expect("infallible");
         String::from_utf8(frame.into_data().expect("data").to_vec()).expect("UTF-8")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_stream_still_ends_when_the_credential_expires() {
+        let hub = Hub::new();
+        let (guard, outbox) = hub.register("p", ConnectionKind::Sse, None).unwrap();
+        let started = Instant::now();
+        let expiry = started + Duration::from_secs(10);
+        let mut body =
+            Box::pin(response(guard, outbox, &SseSettings::new(), Some(expiry)).into_body());
+        assert_eq!(next_chunk(&mut body).await, ": connected\n\n");
+        let message = crate::Message::json("tick", serde_json::Value::Null);
+        let mut messages = 0;
+        let last = loop {
+            // A message is always waiting when the stream is polled.
+            hub.send_to_player("p", &message);
+            let chunk = next_chunk(&mut body).await;
+            if chunk.starts_with("event: disconnect") {
+                break chunk;
+            }
+            messages += chunk.matches("data: ").count();
+            assert!(
+                started.elapsed() <= Duration::from_secs(10),
+                "still streaming after expiry"
+            );
+            tokio::time::advance(Duration::from_millis(500)).await;
+        };
+        assert!(last.contains("auth_expired"), "{last}");
+        assert!(messages >= 19, "messages flowed until then: {messages}");
+    }
+
+    #[tokio::test]
+    async fn frames_waiting_together_leave_in_one_chunk() {
+        let hub = Hub::new();
+        let (guard, outbox) = hub.register("p", ConnectionKind::Sse, None).unwrap();
+        let mut body = Box::pin(response(guard, outbox, &SseSettings::new(), None).into_body());
+        assert_eq!(next_chunk(&mut body).await, ": connected\n\n");
+        let ids: Vec<_> = (0..3)
+            .map(|n| {
+                hub.send_to_player("p", &crate::Message::json("n", n.into()))
+                    .id
+            })
+            .collect();
+        let chunk = next_chunk(&mut body).await;
+        assert_eq!(chunk.matches("\n\n").count(), 3, "{chunk}");
+        for id in ids {
+            assert!(chunk.contains(&format!("id: {id}\n")));
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -8,13 +8,17 @@
 //! flushes once per batch, reads the client's frames, and ends the connection with a close
 //! frame carrying the reason's code (e.g. `4005 slow_consumer`, `1001 server_shutdown`).
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -172,11 +176,14 @@ pub(crate) fn upgrade<B>(
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
+/// Frames written with one `writev` at most.
+const MAX_BATCH: usize = 64;
+
 /// The life of one WebSocket connection; the guard drops when it returns.
 async fn run(
     on_upgrade: OnUpgrade,
     guard: ConnectionGuard,
-    mut outbox: Outbox,
+    outbox: Outbox,
     settings: WebSocketSettings,
     expires_at: Option<Instant>,
 ) {
@@ -188,7 +195,7 @@ async fn run(
             return;
         }
     };
-    let mut socket = WebSocketStream::from_raw_socket(
+    let socket = WebSocketStream::from_raw_socket(
         TokioIo::new(upgraded),
         Role::Server,
         Some(settings.tungstenite()),
@@ -201,48 +208,121 @@ async fn run(
         }
     };
     tokio::pin!(expiry);
-
-    let reason = loop {
-        tokio::select! {
-            biased;
-            reason = poll_fn(|cx| guard.poll_end(cx)) => break reason,
-            () = &mut expiry => break DisconnectReason::AuthExpired,
-            frame = outbox.recv() => {
-                let Some(frame) = frame else { break DisconnectReason::ClientClosed };
-                tokio::select! {
-                    biased;
-                    reason = poll_fn(|cx| guard.poll_end(cx)) => break reason,
-                    written = write_batch(&mut socket, frame, &mut outbox) => {
-                        if let Err(error) = written {
-                            tracing::debug!(connection_id = %guard.id(), "write failed: {error}");
-                            break DisconnectReason::ClientClosed;
-                        }
-                    }
-                }
-            }
-            incoming = socket.next() => match incoming {
-                Some(Ok(WsMessage::Close(_))) | None => break DisconnectReason::ClientClosed,
-                Some(Ok(_)) => guard.touch(),
-                Some(Err(error)) => break read_error_reason(&guard, &error),
-            },
-        }
+    let mut live = Live {
+        guard: &guard,
+        socket,
+        outbox,
+        batch: Vec::new(),
+        written: 0,
     };
+    let reason = poll_fn(|cx| {
+        if let Poll::Ready(reason) = live.guard.poll_end(cx) {
+            return Poll::Ready(reason);
+        }
+        if expiry.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(DisconnectReason::AuthExpired);
+        }
+        live.poll(cx)
+    })
+    .await;
     guard.end(reason);
     let reason = guard.end_reason().unwrap_or(reason);
-    close(&mut socket, reason, settings.close_timeout).await;
+    if live.written == 0 {
+        close(&mut live.socket, reason, settings.close_timeout).await;
+    }
 }
 
-/// Feeds `first` and every frame already waiting, then flushes once.
-async fn write_batch(
-    socket: &mut Socket,
-    first: Frame,
-    outbox: &mut Outbox,
-) -> Result<(), WsError> {
-    socket.feed(WsMessage::Text(first.websocket_text())).await?;
-    while let Some(frame) = outbox.try_recv() {
-        socket.feed(WsMessage::Text(frame.websocket_text())).await?;
+/// A running connection: tungstenite reads the client's frames and answers its control
+/// frames; outgoing messages, already framed once per publish, are written straight to
+/// the socket, every ready one in one `writev`.
+struct Live<'a> {
+    guard: &'a ConnectionGuard,
+    socket: Socket,
+    outbox: Outbox,
+    /// Frames being written, and how many of their bytes are out.
+    batch: Vec<Frame>,
+    written: usize,
+}
+
+impl Live<'_> {
+    /// Reads and writes as far as the socket allows; ready with a reason when it ends.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
+        // While a batch is half written, tungstenite must not write (a pong, say) into the
+        // middle of a frame, and it may when reading; so reading waits for the batch.
+        if self.written == 0 {
+            if let Poll::Ready(reason) = self.poll_read(cx) {
+                return Poll::Ready(reason);
+            }
+        }
+        self.poll_write(cx)
     }
-    socket.flush().await
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
+        loop {
+            match self.socket.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(WsMessage::Close(_))) | None) => {
+                    return Poll::Ready(DisconnectReason::ClientClosed)
+                }
+                Poll::Ready(Some(Ok(_))) => self.guard.touch(),
+                Poll::Ready(Some(Err(error))) => {
+                    return Poll::Ready(read_error_reason(self.guard, &error))
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
+        loop {
+            if self.batch.is_empty() {
+                while self.batch.len() < MAX_BATCH {
+                    match self.outbox.poll_recv(cx) {
+                        Poll::Ready(Some(frame)) => self.batch.push(frame),
+                        Poll::Ready(None) => return Poll::Ready(DisconnectReason::ClientClosed),
+                        Poll::Pending => break,
+                    }
+                }
+                if self.batch.is_empty() {
+                    return Poll::Pending;
+                }
+                // Whatever tungstenite queued (pongs, say) goes out before our frames.
+                match self.socket.poll_flush_unpin(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(DisconnectReason::ClientClosed),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_BATCH];
+            let mut count = 0;
+            let mut skip = self.written;
+            for frame in &self.batch {
+                let bytes = frame.websocket_frame();
+                if skip >= bytes.len() {
+                    skip -= bytes.len();
+                    continue;
+                }
+                slices[count] = IoSlice::new(&bytes[skip..]);
+                skip = 0;
+                count += 1;
+            }
+            let io = Pin::new(self.socket.get_mut());
+            match io.poll_write_vectored(cx, &slices[..count]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    return Poll::Ready(DisconnectReason::ClientClosed)
+                }
+                Poll::Ready(Ok(n)) => {
+                    let remaining: usize = slices[..count].iter().map(|s| s.len()).sum();
+                    if n >= remaining {
+                        self.batch.clear();
+                        self.written = 0;
+                    } else {
+                        self.written += n;
+                    }
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 fn read_error_reason(guard: &ConnectionGuard, error: &WsError) -> DisconnectReason {
@@ -266,6 +346,9 @@ fn read_error_reason(guard: &ConnectionGuard, error: &WsError) -> DisconnectReas
 }
 
 /// Sends the close frame for `reason` (or answers the client's), bounded in time.
+///
+/// A batch left half written (the connection ended while the socket was full) makes the
+/// stream unusable for a close frame; the connection is then dropped without one.
 async fn close(socket: &mut Socket, reason: DisconnectReason, timeout: Duration) {
     let frame = (reason != DisconnectReason::ClientClosed).then(|| CloseFrame {
         code: CloseCode::from(reason.close_code()),

@@ -34,6 +34,7 @@ fn assert_authentication_error(
 #[tokio::test]
 async fn a_missing_malformed_or_expired_token_gets_401_with_the_json_body_and_registers_nothing() {
     let server = TestServer::start().await;
+    let mut events = server.hub.subscribe();
     let expired = expired_token("alice");
     let forged = issue_hs256(
         b"some-other-secret-of-32-bytes-long!!",
@@ -67,7 +68,21 @@ async fn a_missing_malformed_or_expired_token_gets_401_with_the_json_body_and_re
         let (status, _) = server.try_sse("/api/sse", token).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
-    assert_eq!(server.hub.connection_count(), 0, "nothing registered");
+    assert_eq!(server.hub.connection_count(), 0);
+    assert_no_connection_was_registered(&mut events);
+}
+
+/// Not even for a moment: no `Connected` event was ever sent.
+fn assert_no_connection_was_registered(
+    events: &mut tokio::sync::broadcast::Receiver<dualcast::HubEvent>,
+) {
+    assert!(
+        matches!(
+            events.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+        ),
+        "a refused request registered a connection"
+    );
 }
 
 #[tokio::test]
@@ -91,6 +106,7 @@ async fn the_bearer_subprotocol_is_selected() {
 #[tokio::test]
 async fn a_token_for_one_player_cannot_open_another_players_connection() {
     let server = TestServer::start().await;
+    let mut events = server.hub.subscribe();
     let alice = player_token("alice");
     let (status, body) = server.request("GET", "/sse/bob", Some(&alice), None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -103,7 +119,7 @@ async fn a_token_for_one_player_cannot_open_another_players_connection() {
         (status, body["error_type"].as_str()),
         (StatusCode::FORBIDDEN, Some("authorization_error"))
     );
-    assert_eq!(server.hub.connection_count(), 0);
+    assert_no_connection_was_registered(&mut events);
 }
 
 #[tokio::test]
@@ -144,6 +160,7 @@ async fn publish_endpoints_refuse_player_tokens_with_403() {
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_with_the_json_error_body() {
     let server = TestServer::start().await;
+    let mut events = server.hub.subscribe();
     let service = service_token();
     let (status, body) = server
         .request("GET", "/api/nothing-here", Some(&service), None)
@@ -166,11 +183,13 @@ async fn unknown_routes_and_methods_answer_with_the_json_error_body() {
         (status, body["details"]["error_code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("BAD_WEBSOCKET_UPGRADE"))
     );
-    assert_eq!(
-        server.hub.connection_count(),
-        0,
-        "a refused upgrade registers nothing"
-    );
+    assert_no_connection_was_registered(&mut events);
+    let request = http::Request::get("/api/broadcast")
+        .header("host", server.addr.to_string())
+        .header("authorization", format!("Bearer {service}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(server.send(request).await.headers()["allow"], "POST");
     let (status, body) = server.request("GET", "/healthz", None, None).await;
     assert_eq!(
         (status, body["status"].as_str()),
@@ -185,10 +204,11 @@ async fn a_token_that_expires_while_the_connection_is_open_ends_it_with_auth_exp
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    // Valid for one or two more seconds (exp has whole-second precision).
+    // Accepted for one or two more seconds: `exp` passed 28 s ago and the verifier allows
+    // 30 s of leeway (exp has whole-second precision).
     let token = issue_hs256(
         SECRET,
-        &Claims::new("erin", Role::Player, 0).with_expiry(now + 2),
+        &Claims::new("erin", Role::Player, 0).with_expiry(now - 28),
     )
     .unwrap();
     let mut ws = server.ws("/api/ws", &token).await;

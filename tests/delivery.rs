@@ -252,3 +252,52 @@ async fn bad_publish_bodies_get_400_validation_errors_and_deliver_nothing() {
         "nothing from the refused publishes arrived first"
     );
 }
+
+#[tokio::test]
+async fn a_plus_sign_in_a_path_names_the_player_with_a_plus_sign() {
+    let server = TestServer::start().await;
+    let mut plus = server.sse("/sse/a+b", &player_token("a+b")).await;
+    let _space = server.sse("/api/sse", &player_token("a b")).await;
+    let (_, report) = server
+        .post(
+            "/api/players/a+b/messages",
+            &service_token(),
+            json!({"type": "for-plus"}),
+        )
+        .await;
+    assert_eq!(
+        (report["delivered"].as_u64(), report["sse"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(plus.next_json().await["type"], "for-plus");
+    let (_, report) = server
+        .post(
+            "/api/players/a%20b/messages",
+            &service_token(),
+            json!({"type": "for-space"}),
+        )
+        .await;
+    assert_eq!(report["delivered"], 1, "%20 is a space");
+}
+
+#[tokio::test]
+async fn pretty_printed_data_arrives_whole_on_sse_and_websocket() {
+    let server = TestServer::start().await;
+    let token = player_token("hank");
+    let mut sse = server.sse("/sse/hank", &token).await;
+    let mut ws = server.ws("/api/ws", &token).await;
+    let body =
+        "{\"type\":\"pretty\",\"data\":{\r\n  \"a\": [1,\n\n 2],\n  \"text\": \"line\\nbreak\"\n}}";
+    let request = http::Request::post("/api/players/hank/messages")
+        .header("host", server.addr.to_string())
+        .header("authorization", format!("Bearer {}", service_token()))
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    assert_eq!(server.send(request).await.status(), 200);
+    for envelope in [sse.next_json().await, ws.next_json().await] {
+        assert_eq!(
+            envelope["data"],
+            json!({"a": [1, 2], "text": "line\nbreak"})
+        );
+    }
+}

@@ -196,7 +196,8 @@ impl Identity {
         self.session_id.as_deref()
     }
 
-    /// When the credential expires, if it does.
+    /// When the credential stops being accepted, if ever: for a JWT, `exp` plus the
+    /// verifier's leeway. A connection opened with it ends then with `auth_expired`.
     #[must_use]
     pub fn expires_at(&self) -> Option<SystemTime> {
         self.expires_at

@@ -146,6 +146,7 @@ impl JwtAuthenticator {
     fn with_key(key: DecodingKey, algorithm: Algorithm) -> Self {
         let mut validation = Validation::new(algorithm);
         validation.leeway = 30;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             inner: Arc::new(Inner { key, validation }),
@@ -226,8 +227,17 @@ impl Authenticate for JwtAuthenticator {
                 "the role claim must be player, service or admin",
             ))?,
         };
-        let mut identity = Identity::new(claims.sub, role)
-            .with_expiry(UNIX_EPOCH + Duration::from_secs(claims.exp));
+        // The credential is accepted until `exp` plus the leeway, so a connection opened
+        // with it lives until then too (and not a moment less than the handshake allowed).
+        let accepted_until = claims
+            .exp
+            .checked_add(self.inner.validation.leeway)
+            .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+            .ok_or(AuthError::new(
+                AuthErrorKind::Invalid,
+                "the exp claim is out of range",
+            ))?;
+        let mut identity = Identity::new(claims.sub, role).with_expiry(accepted_until);
         if let Some(sid) = claims.sid {
             identity = identity.with_session_id(sid);
         }
@@ -260,6 +270,34 @@ mod tests {
             verify.authenticate("not-a-jwt").unwrap_err().kind(),
             AuthErrorKind::Malformed
         );
+    }
+
+    #[test]
+    fn tokens_not_yet_valid_are_refused_and_far_expiries_do_not_panic() {
+        let verify = JwtAuthenticator::hs256(SECRET);
+        let mut claims = Claims::new("alice", Role::Player, 60);
+        claims.nbf = Some(unix_now() + 3600);
+        let token = issue_hs256(SECRET, &claims).unwrap();
+        assert_eq!(
+            verify.authenticate(&token).unwrap_err().kind(),
+            AuthErrorKind::NotYetValid
+        );
+        let far = Claims::new("alice", Role::Player, 0).with_expiry(u64::MAX);
+        let token = issue_hs256(SECRET, &far).unwrap();
+        assert!(verify.authenticate(&token).is_err(), "refused, not a panic");
+    }
+
+    #[test]
+    fn an_identity_expires_when_its_token_stops_being_accepted() {
+        let verify = JwtAuthenticator::hs256(SECRET).leeway(Duration::from_secs(10));
+        let exp = unix_now() + 60;
+        let token = issue_hs256(
+            SECRET,
+            &Claims::new("alice", Role::Player, 0).with_expiry(exp),
+        )
+        .unwrap();
+        let expires_at = verify.authenticate(&token).unwrap().expires_at().unwrap();
+        assert_eq!(expires_at, UNIX_EPOCH + Duration::from_secs(exp + 10));
     }
 
     #[test]

@@ -22,10 +22,24 @@ pub fn query_param<'a>(uri: &'a http::Uri, name: &str) -> Option<Cow<'a, str>> {
     })
 }
 
-/// Decodes `%XX` escapes and `+`; borrows when there is nothing to decode.
+/// Decodes a query value: `%XX` escapes, and `+` as a space. Borrows when there is nothing
+/// to decode; `None` for a malformed escape or a result that is not UTF-8.
 #[must_use]
 pub fn percent_decode(input: &str) -> Option<Cow<'_, str>> {
-    if !input.bytes().any(|b| b == b'%' || b == b'+') {
+    decode(input, true)
+}
+
+/// Decodes a path segment: `%XX` escapes only (in a path, `+` is a plus sign).
+#[must_use]
+pub fn percent_decode_path(input: &str) -> Option<Cow<'_, str>> {
+    decode(input, false)
+}
+
+fn decode(input: &str, plus_is_space: bool) -> Option<Cow<'_, str>> {
+    if !input
+        .bytes()
+        .any(|b| b == b'%' || (plus_is_space && b == b'+'))
+    {
         return Some(Cow::Borrowed(input));
     }
     let bytes = input.as_bytes();
@@ -33,18 +47,27 @@ pub fn percent_decode(input: &str) -> Option<Cow<'_, str>> {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+            b'+' if plus_is_space => out.push(b' '),
+            b'%' => {
+                let high = hex_value(*bytes.get(i + 1)?)?;
+                let low = hex_value(*bytes.get(i + 2)?)?;
+                out.push(high << 4 | low);
                 i += 2;
             }
-            b'%' => return None,
             other => out.push(other),
         }
         i += 1;
     }
     String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -59,6 +82,12 @@ mod tests {
         assert_eq!(percent_decode("%4"), None);
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%ff"), None, "not UTF-8");
+        assert_eq!(percent_decode("%+4"), None, "a sign is not a hex digit");
+        assert_eq!(
+            percent_decode_path("a+b%20c").as_deref(),
+            Some("a+b c"),
+            "+ is literal in a path"
+        );
     }
 
     #[test]
