@@ -18,8 +18,9 @@ use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWrite;
-use tokio::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -174,8 +175,6 @@ pub(crate) fn upgrade<B>(
     Ok(response)
 }
 
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
-
 /// Frames written with one `writev` at most.
 const MAX_BATCH: usize = 64;
 
@@ -195,56 +194,102 @@ async fn run(
             return;
         }
     };
-    let socket = WebSocketStream::from_raw_socket(
-        TokioIo::new(upgraded),
-        Role::Server,
-        Some(settings.tungstenite()),
-    )
-    .await;
-    let expiry = async {
-        match expires_at {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
+    let config = Some(settings.tungstenite());
+    // Served by `dualcast::serve`, the connection is a plain TCP stream: take it back from
+    // hyper, so that hyper's read buffer (8 KiB, kept until the client's first frame) and
+    // its boxed IO are freed. Any other server's IO stays wrapped.
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let stream = parts.io.into_inner();
+            // Bytes the client sent after its handshake, if any; copied out so that the
+            // buffer they sit in (hyper's whole read buffer) is freed now.
+            let early = (!parts.read_buf.is_empty()).then(|| parts.read_buf.to_vec());
+            drop(parts.read_buf);
+            let socket = match early {
+                None => WebSocketStream::from_raw_socket(stream, Role::Server, config).await,
+                Some(early) => {
+                    WebSocketStream::from_partially_read(stream, early, Role::Server, config).await
+                }
+            };
+            // A task of its own, sized for this connection's life alone (not for the
+            // upgrade that came before it).
+            tokio::spawn(drive(socket, guard, outbox, &settings, expires_at));
         }
-    };
-    tokio::pin!(expiry);
-    let mut live = Live {
-        guard: &guard,
+        Err(upgraded) => {
+            let io = TokioIo::new(upgraded);
+            let socket = WebSocketStream::from_raw_socket(io, Role::Server, config).await;
+            tokio::spawn(drive(socket, guard, outbox, &settings, expires_at));
+        }
+    }
+}
+
+/// Runs an open WebSocket until it ends, then closes it.
+fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: WebSocketStream<S>,
+    guard: ConnectionGuard,
+    outbox: Outbox,
+    settings: &WebSocketSettings,
+    expires_at: Option<Instant>,
+) -> impl Future<Output = ()> {
+    let live = Live {
+        guard,
         socket,
         outbox,
+        expiry: expires_at.map(|at| Box::pin(tokio::time::sleep_until(at))),
         batch: Vec::new(),
         written: 0,
+        close_timeout: settings.close_timeout,
     };
-    let reason = poll_fn(|cx| {
-        if let Poll::Ready(reason) = live.guard.poll_end(cx) {
-            return Poll::Ready(reason);
-        }
-        if expiry.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(DisconnectReason::AuthExpired);
-        }
-        live.poll(cx)
-    })
-    .await;
-    guard.end(reason);
-    let reason = guard.end_reason().unwrap_or(reason);
-    if live.written == 0 {
-        close(&mut live.socket, reason, settings.close_timeout).await;
+    // The block captures `live` and works on it in place: the task holds each piece once
+    // (an `async fn` taking `mut self` would hold a second copy).
+    let mut live = live;
+    async move {
+        let reason = poll_fn(|cx| live.poll_all(cx)).await;
+        live.finish(reason).await;
     }
 }
 
 /// A running connection: tungstenite reads the client's frames and answers its control
 /// frames; outgoing messages, already framed once per publish, are written straight to
 /// the socket, every ready one in one `writev`.
-struct Live<'a> {
-    guard: &'a ConnectionGuard,
-    socket: Socket,
+struct Live<S> {
+    guard: ConnectionGuard,
+    socket: WebSocketStream<S>,
     outbox: Outbox,
+    /// When the credential expires.
+    expiry: Option<Pin<Box<Sleep>>>,
     /// Frames being written, and how many of their bytes are out.
     batch: Vec<Frame>,
     written: usize,
+    close_timeout: Duration,
 }
 
-impl Live<'_> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
+    /// Ready with a reason once the connection ends: ended by the hub, expired, or ended
+    /// by what happened on the socket.
+    fn poll_all(&mut self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
+        if let Poll::Ready(reason) = self.guard.poll_end(cx) {
+            return Poll::Ready(reason);
+        }
+        if let Some(expiry) = self.expiry.as_mut() {
+            if expiry.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(DisconnectReason::AuthExpired);
+            }
+        }
+        self.poll(cx)
+    }
+
+    /// Records the ending and closes the socket with the reason's close frame.
+    async fn finish(&mut self, reason: DisconnectReason) {
+        self.guard.end(reason);
+        let reason = self.guard.end_reason().unwrap_or(reason);
+        self.expiry = None;
+        if self.written == 0 {
+            // Boxed: it is needed once, at the end, and should not size the live task.
+            Box::pin(close(&mut self.socket, reason, self.close_timeout)).await;
+        }
+    }
+
     /// Reads and writes as far as the socket allows; ready with a reason when it ends.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
         // While a batch is half written, tungstenite must not write (a pong, say) into the
@@ -265,7 +310,7 @@ impl Live<'_> {
                 }
                 Poll::Ready(Some(Ok(_))) => self.guard.touch(),
                 Poll::Ready(Some(Err(error))) => {
-                    return Poll::Ready(read_error_reason(self.guard, &error))
+                    return Poll::Ready(read_error_reason(&self.guard, &error))
                 }
                 Poll::Pending => return Poll::Pending,
             }
@@ -349,7 +394,11 @@ fn read_error_reason(guard: &ConnectionGuard, error: &WsError) -> DisconnectReas
 ///
 /// A batch left half written (the connection ended while the socket was full) makes the
 /// stream unusable for a close frame; the connection is then dropped without one.
-async fn close(socket: &mut Socket, reason: DisconnectReason, timeout: Duration) {
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut WebSocketStream<S>,
+    reason: DisconnectReason,
+    timeout: Duration,
+) {
     let frame = (reason != DisconnectReason::ClientClosed).then(|| CloseFrame {
         code: CloseCode::from(reason.close_code()),
         reason: reason.code().into(),
@@ -361,4 +410,30 @@ async fn close(socket: &mut Socket, reason: DisconnectReason, timeout: Duration)
         }
     };
     let _ = tokio::time::timeout(timeout, closing).await;
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Memory per idle connection is a design constraint: the task of a live WebSocket
+    /// holds the socket, the outbox handle and a few words, each once.
+    #[tokio::test]
+    async fn a_live_connection_task_stays_small() {
+        let hub = crate::Hub::new();
+        let (guard, outbox) = hub
+            .register("p", crate::ConnectionKind::WebSocket, None)
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let socket = WebSocketStream::from_raw_socket(stream, Role::Server, None).await;
+        let socket_size = std::mem::size_of_val(&socket);
+        let task = drive(socket, guard, outbox, &WebSocketSettings::default(), None);
+        let task_size = std::mem::size_of_val(&task);
+        assert!(
+            task_size <= socket_size + 160,
+            "the task is {task_size} bytes around a {socket_size}-byte socket"
+        );
+    }
 }
