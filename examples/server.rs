@@ -13,6 +13,7 @@
 //! | `DUALCAST_OUTBOX_CAPACITY` | `256` | messages queued per connection before `slow_consumer` |
 //! | `DUALCAST_SSE_KEEP_ALIVE_SECS` | `15` | seconds between SSE keep-alive comments |
 //! | `DUALCAST_MAX_PUBLISH_BYTES` | `1048576` | largest publish body |
+//! | `DUALCAST_WS_READ_BUFFER` | `2048` | bytes of read buffer per WebSocket |
 //! | `RUST_LOG` | `info` | log filter (`tracing-subscriber` syntax) |
 
 use std::env;
@@ -22,7 +23,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use dualcast::dualcast_layers::jwt::{issue_hs256, Claims};
-use dualcast::{Dualcast, Hub, JwtAuthenticator, Role, SseSettings};
+use dualcast::{Dualcast, Hub, JwtAuthenticator, Role, SseSettings, WebSocketSettings};
 use tower::Layer;
 use tower_http::trace::TraceLayer;
 use tracing_subscriber::EnvFilter;
@@ -48,6 +49,7 @@ async fn run() -> Result<(), String> {
     let outbox_capacity: usize = setting("DUALCAST_OUTBOX_CAPACITY", 256)?;
     let keep_alive_secs: u64 = setting("DUALCAST_SSE_KEEP_ALIVE_SECS", 15)?;
     let max_publish_bytes: usize = setting("DUALCAST_MAX_PUBLISH_BYTES", 1024 * 1024)?;
+    let ws_read_buffer: usize = setting("DUALCAST_WS_READ_BUFFER", 2048)?;
 
     let (secret, generated) = match env::var("DUALCAST_JWT_SECRET") {
         Ok(secret) if secret.len() >= 32 => (secret.into_bytes(), false),
@@ -58,12 +60,10 @@ async fn run() -> Result<(), String> {
     let hub = Hub::builder().outbox_capacity(outbox_capacity).build();
     let app = Dualcast::new(hub.clone(), JwtAuthenticator::hs256(&secret))
         .sse(SseSettings::new().keep_alive(Duration::from_secs(keep_alive_secs)))
-        .max_publish_body(max_publish_bytes);
-    // Request spans record the method and the path only: a query string may hold a token.
+        .max_publish_body(max_publish_bytes)
+        .websocket(WebSocketSettings::new().read_buffer_size(ws_read_buffer));
     let traced = TraceLayer::new_for_http()
-        .make_span_with(|request: &http::Request<_>| {
-            tracing::debug_span!("request", method = %request.method(), path = request.uri().path())
-        })
+        .make_span_with(PathSpan)
         .layer(app);
 
     let listener = tokio::net::TcpListener::bind(addr)
@@ -79,6 +79,16 @@ async fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Request spans with the method and the path only: a query string may hold a token.
+#[derive(Clone, Copy)]
+struct PathSpan;
+
+impl<B> tower_http::trace::MakeSpan<B> for PathSpan {
+    fn make_span(&mut self, request: &http::Request<B>) -> tracing::Span {
+        tracing::debug_span!("request", method = %request.method(), path = request.uri().path())
+    }
 }
 
 /// Reads `name` from the environment, or `default` when unset.

@@ -29,6 +29,7 @@
 pub mod api;
 pub mod body;
 pub mod connection;
+mod direct_sse;
 pub mod error;
 pub mod hub;
 pub mod message;

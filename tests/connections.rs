@@ -258,3 +258,18 @@ async fn a_ping_is_answered_and_delivery_goes_on() {
     assert_eq!(ws.next_json().await["type"], "after-ping");
     assert_eq!(server.hub.connections_of("gina").len(), 1);
 }
+
+#[tokio::test]
+async fn an_sse_client_that_hangs_up_leaves_the_hub_without_waiting_for_a_write() {
+    let server = TestServer::start().await;
+    let mut events = server.hub.subscribe();
+    let sse = server.sse("/sse/ida", &player_token("ida")).await;
+    wait_for(&mut events, |e| matches!(e, HubEvent::Connected { .. })).await;
+    drop(sse);
+    let left = wait_for(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await;
+    let HubEvent::Disconnected { reason, .. } = left else {
+        unreachable!()
+    };
+    assert_eq!(reason, DisconnectReason::ClientClosed);
+    assert_eq!(server.hub.presence("ida"), Presence::Offline);
+}

@@ -1,0 +1,329 @@
+//! Server-Sent-Events streams that [`serve`](crate::serve()) writes itself, without hyper.
+//!
+//! An SSE stream lives for hours and hyper keeps an 8 KiB read buffer and an 8 KiB write
+//! buffer for every connection it serves, so a stream served through hyper costs about
+//! 14 KiB of memory while idle. When the first request on a new connection is a plain
+//! `GET` of an SSE route and its head has fully arrived, `serve` reads that head itself,
+//! calls the same service with it, and, when the answer is a `text/event-stream`, writes
+//! the head and then the events straight to the socket, every ready event in one `writev`.
+//! Any other answer (a 401, say) is written whole and the connection closed. Everything
+//! else (other requests, a head that arrives in pieces, a connection that already served a
+//! request) goes through hyper as usual, with the same result for the client.
+//!
+//! The stream is close-delimited (`Connection: close`, no chunked encoding), which every
+//! SSE client reads; a client that hangs up is noticed at once, not at the next write.
+
+use std::convert::Infallible;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Version};
+use http_body::Body;
+use http_body_util::{BodyExt, Empty, Limited};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tower::Service;
+
+/// Most bytes of a request head looked at; a longer head goes to hyper.
+const MAX_HEAD: usize = 4096;
+/// Most headers in a request taken here; more go to hyper.
+const MAX_HEADERS: usize = 32;
+/// Most body bytes of a non-stream answer written here.
+const MAX_ANSWER: usize = 64 * 1024;
+/// Most events written with one `writev`.
+const MAX_BATCH: usize = 64;
+
+/// What the first bytes of a connection are.
+pub(crate) enum FirstRequest {
+    /// A complete plain `GET` of an SSE route: the request and the length of its head.
+    Sse(Box<Request<Empty<Bytes>>>, usize),
+    /// Anything else, for hyper; nothing was consumed.
+    Other,
+    /// Nothing arrived in time, or the socket failed: drop the connection.
+    Nothing,
+}
+
+/// Looks at (without consuming) the first request on `stream`.
+pub(crate) async fn first_request(stream: &TcpStream, timeout: Duration) -> FirstRequest {
+    match tokio::time::timeout(timeout, stream.readable()).await {
+        Ok(Ok(())) => {}
+        _ => return FirstRequest::Nothing,
+    }
+    let mut buffer = vec![0u8; MAX_HEAD];
+    match stream.peek(&mut buffer).await {
+        Ok(0) | Err(_) => FirstRequest::Nothing,
+        Ok(read) => match parse_sse_request(&buffer[..read]) {
+            Some((request, head_len)) => FirstRequest::Sse(Box::new(request), head_len),
+            None => FirstRequest::Other,
+        },
+    }
+}
+
+/// Parses `bytes` as a complete request head of an SSE route; `None` for anything else.
+fn parse_sse_request(bytes: &[u8]) -> Option<(Request<Empty<Bytes>>, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(head_len) = parsed.parse(bytes).ok()? else {
+        return None;
+    };
+    if parsed.method? != "GET" {
+        return None;
+    }
+    let target = parsed.path?;
+    let path = target.split('?').next().unwrap_or(target);
+    let is_sse_route = path == "/api/sse"
+        || path
+            .strip_prefix("/sse/")
+            .is_some_and(|player| !player.is_empty() && !player.contains('/'));
+    if !is_sse_route {
+        return None;
+    }
+    let mut request =
+        Request::builder()
+            .method(Method::GET)
+            .uri(target)
+            .version(if parsed.version? == 0 {
+                Version::HTTP_10
+            } else {
+                Version::HTTP_11
+            });
+    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        if name == header::UPGRADE
+            || name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+        {
+            return None; // not a plain GET: hyper knows what to do with it
+        }
+        map.append(name, HeaderValue::from_bytes(h.value).ok()?);
+    }
+    if let Some(headers) = request.headers_mut() {
+        *headers = map;
+    }
+    Some((request.body(Empty::new()).ok()?, head_len))
+}
+
+/// Serves the request `serve` took from `stream` (its head is still in the socket and is
+/// consumed here), answering on the socket directly.
+pub(crate) async fn serve_sse<S, B>(
+    mut stream: TcpStream,
+    request: Box<Request<Empty<Bytes>>>,
+    head_len: usize,
+    mut service: S,
+) where
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = Infallible>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut head = vec![0u8; head_len];
+    if tokio::io::AsyncReadExt::read_exact(&mut stream, &mut head)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    drop(head);
+    let Ok(response) = service.call(*request).await;
+    let is_stream = response.status() == http::StatusCode::OK
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let (parts, body) = response.into_parts();
+    if !is_stream {
+        let body = match Limited::new(body, MAX_ANSWER).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => Bytes::new(),
+        };
+        let mut head = response_head(&parts);
+        head.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+        let _ = stream.write_all(&head).await;
+        let _ = stream.write_all(&body).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
+    let mut head = response_head(&parts);
+    head.extend_from_slice(b"\r\n");
+    if stream.write_all(&head).await.is_err() {
+        return;
+    }
+    drop(head);
+    let mut pump = Pump {
+        stream,
+        body: Box::pin(body),
+        batch: Vec::new(),
+        written: 0,
+        ended: false,
+    };
+    poll_fn(|cx| pump.poll(cx)).await;
+    let _ = pump.stream.shutdown().await;
+}
+
+/// Status line and headers (with `connection: close`), without the final blank line.
+fn response_head(parts: &http::response::Parts) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    let status = parts.status;
+    head.extend_from_slice(
+        format!(
+            "HTTP/1.1 {} {}\r\n",
+            status.as_str(),
+            status.canonical_reason().unwrap_or("")
+        )
+        .as_bytes(),
+    );
+    for (name, value) in &parts.headers {
+        if name == header::CONNECTION
+            || name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+        {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"connection: close\r\n");
+    head
+}
+
+/// Moves the body's events to the socket until the body ends or the client leaves.
+struct Pump<B> {
+    stream: TcpStream,
+    body: Pin<Box<B>>,
+    /// Events being written, and how many of their bytes are out.
+    batch: Vec<Bytes>,
+    written: usize,
+    ended: bool,
+}
+
+impl<B> Pump<B>
+where
+    B: Body<Data = Bytes>,
+{
+    /// Ready when the stream is over: the body ended and all was written, the client left,
+    /// or the socket failed.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.client_left(cx) {
+            return Poll::Ready(());
+        }
+        loop {
+            if self.batch.is_empty() {
+                if self.ended {
+                    return Poll::Ready(());
+                }
+                while self.batch.len() < MAX_BATCH {
+                    match self.body.as_mut().poll_frame(cx) {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            if let Ok(data) = frame.into_data() {
+                                if !data.is_empty() {
+                                    self.batch.push(data);
+                                }
+                            }
+                        }
+                        Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                            self.ended = true;
+                            break;
+                        }
+                        Poll::Pending => break,
+                    }
+                }
+                if self.batch.is_empty() {
+                    return if self.ended {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    };
+                }
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_BATCH];
+            let mut count = 0;
+            let mut skip = self.written;
+            for bytes in &self.batch {
+                if skip >= bytes.len() {
+                    skip -= bytes.len();
+                    continue;
+                }
+                slices[count] = IoSlice::new(&bytes[skip..]);
+                skip = 0;
+                count += 1;
+            }
+            match Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..count]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(n)) => {
+                    let remaining: usize = slices[..count].iter().map(|s| s.len()).sum();
+                    if n >= remaining {
+                        self.batch.clear();
+                        self.written = 0;
+                    } else {
+                        self.written += n;
+                    }
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Whether the client closed its side (or sent what an SSE client never sends).
+    fn client_left(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut scratch = [0u8; 64];
+        let mut buffer = ReadBuf::new(&mut scratch);
+        match Pin::new(&mut self.stream).poll_read(cx, &mut buffer) {
+            Poll::Ready(Ok(())) => true, // end of stream, or unexpected bytes
+            Poll::Ready(Err(error)) => error.kind() != io::ErrorKind::WouldBlock,
+            Poll::Pending => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_complete_plain_gets_of_sse_routes_are_taken() {
+        let taken = |head: &str| {
+            parse_sse_request(head.as_bytes()).map(|(r, len)| (r.uri().to_string(), len))
+        };
+        let sse =
+            "GET /sse/alice?session_id=s1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n";
+        assert_eq!(
+            taken(sse),
+            Some(("/sse/alice?session_id=s1".to_owned(), sse.len()))
+        );
+        assert!(taken("GET /api/sse HTTP/1.1\r\nHost: x\r\n\r\n").is_some());
+        for other in [
+            "GET /sse/alice HTTP/1.1\r\nHost: x\r\n",    // incomplete
+            "POST /api/sse HTTP/1.1\r\nHost: x\r\n\r\n", // not a GET
+            "GET /api/ws HTTP/1.1\r\nHost: x\r\n\r\n",   // not SSE
+            "GET /sse/a/b HTTP/1.1\r\nHost: x\r\n\r\n",  // not a route
+            "GET /sse/ HTTP/1.1\r\nHost: x\r\n\r\n",     // no player
+            "GET /api/sse HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", // an upgrade
+            "GET /api/sse HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", // a body
+            "garbage\r\n\r\n",
+        ] {
+            assert_eq!(taken(other), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn the_head_closes_the_connection_and_drops_framing_headers() {
+        let response = Response::builder()
+            .status(200)
+            .header("content-type", "text/event-stream")
+            .header("transfer-encoding", "chunked")
+            .body(())
+            .unwrap();
+        let (parts, ()) = response.into_parts();
+        let head = String::from_utf8(response_head(&parts)).unwrap();
+        assert_eq!(
+            head,
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n"
+        );
+    }
+}
