@@ -47,6 +47,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -318,51 +319,130 @@ async fn open_ws(options: &Options, token: &str, index: usize) -> Result<WsClien
     Ok(socket)
 }
 
+/// An SSE client on a plain socket: sends the request, checks the head, then parses the
+/// events in place (chunked or close-delimited), without a copy per event.
 struct SseClient {
-    body: hyper::body::Incoming,
-    buffer: Vec<u8>,
+    stream: TcpStream,
+    /// Bytes read and not yet decoded.
+    raw: Vec<u8>,
+    /// Decoded stream bytes not yet parsed into events.
+    events: Vec<u8>,
+    chunked: bool,
+    /// Bytes left in the current chunk, and whether its closing CRLF is still due.
+    chunk_left: usize,
+    chunk_crlf: usize,
 }
 
 async fn open_sse(options: &Options, token: &str, index: usize) -> Result<SseClient, Error> {
-    let stream = tcp(options.server, index).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let request = http::Request::get("/api/sse")
-        .header("host", options.server.to_string())
-        .header("authorization", format!("Bearer {token}"))
-        .header("accept", "text/event-stream")
-        .body(Full::new(Bytes::new()))?;
-    let response = sender.send_request(request).await?;
-    if response.status() != http::StatusCode::OK {
-        return Err(format!("SSE refused with {}", response.status()).into());
+    let mut stream = tcp(options.server, index).await?;
+    let request = format!(
+        "GET /api/sse HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {token}\r\naccept: text/event-stream\r\n\r\n",
+        options.server
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::with_capacity(4096);
+    let head_end = loop {
+        if let Some(end) = find(&raw, b"\r\n\r\n") {
+            break end + 4;
+        }
+        if raw.len() > 16 * 1024 || stream.read_buf(&mut raw).await? == 0 {
+            return Err("the SSE response head did not arrive".into());
+        }
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 200") {
+        let status = head.lines().next().unwrap_or_default().to_owned();
+        return Err(format!("SSE refused: {status}").into());
     }
+    let chunked = head.contains("transfer-encoding: chunked");
+    raw.drain(..head_end);
     Ok(SseClient {
-        body: response.into_body(),
-        buffer: Vec::new(),
+        stream,
+        raw,
+        events: Vec::with_capacity(4096),
+        chunked,
+        chunk_left: 0,
+        chunk_crlf: 0,
     })
 }
 
 impl SseClient {
-    /// The `data:` of the next event, or `None` at the end of the stream.
-    async fn next_data(&mut self) -> Option<Vec<u8>> {
-        loop {
-            if let Some(end) = find(&self.buffer, b"\n\n") {
-                let record: Vec<u8> = self.buffer.drain(..end + 2).collect();
-                let data = record
-                    .split(|b| *b == b'\n')
-                    .find_map(|line| line.strip_prefix(b"data: "))
-                    .map(<[u8]>::to_vec);
-                match data {
-                    Some(data) => return Some(data),
-                    None => continue, // a comment
+    /// Reads what has arrived and calls `on_message` with each event's data; `false` once
+    /// the stream ended or `on_message` asked to stop.
+    async fn read(&mut self, on_message: &mut impl FnMut(&[u8]) -> bool) -> bool {
+        self.raw.reserve(16 * 1024);
+        match self.stream.read_buf(&mut self.raw).await {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        if !self.dechunk() {
+            return false;
+        }
+        let mut consumed = 0;
+        let mut keep_going = true;
+        while let Some(end) = find(&self.events[consumed..], b"\n\n") {
+            let record = &self.events[consumed..consumed + end];
+            consumed += end + 2;
+            if let Some(data) = record
+                .split(|b| *b == b'\n')
+                .find_map(|line| line.strip_prefix(b"data: "))
+            {
+                if !on_message(data) {
+                    keep_going = false;
+                    break;
                 }
             }
-            let frame = self.body.frame().await?.ok()?;
-            if let Ok(bytes) = frame.into_data() {
-                self.buffer.extend_from_slice(&bytes);
+        }
+        self.events.drain(..consumed);
+        keep_going
+    }
+
+    /// Moves the stream bytes in `raw` to `events`, removing chunk framing; `false` at the
+    /// last chunk or on bad framing.
+    fn dechunk(&mut self) -> bool {
+        if !self.chunked {
+            self.events.extend_from_slice(&self.raw);
+            self.raw.clear();
+            return true;
+        }
+        let mut at = 0;
+        loop {
+            if self.chunk_left > 0 {
+                let take = self.chunk_left.min(self.raw.len() - at);
+                self.events.extend_from_slice(&self.raw[at..at + take]);
+                at += take;
+                self.chunk_left -= take;
+                if self.chunk_left > 0 {
+                    break;
+                }
+            }
+            if self.chunk_crlf > 0 {
+                let take = self.chunk_crlf.min(self.raw.len() - at);
+                at += take;
+                self.chunk_crlf -= take;
+                if self.chunk_crlf > 0 {
+                    break;
+                }
+            }
+            let Some(line_end) = find(&self.raw[at..], b"\r\n") else {
+                break;
+            };
+            let size = std::str::from_utf8(&self.raw[at..at + line_end])
+                .ok()
+                .and_then(|line| {
+                    usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16).ok()
+                });
+            at += line_end + 2;
+            match size {
+                Some(0) | None => return false,
+                Some(size) => {
+                    self.chunk_left = size;
+                    self.chunk_crlf = 2;
+                }
             }
         }
+        self.raw.drain(..at);
+        true
     }
 }
 
@@ -378,17 +458,18 @@ enum Client {
 }
 
 impl Client {
-    /// The next message's text, `None` once the connection ends.
-    async fn next_message(&mut self) -> Option<Vec<u8>> {
+    /// Reads what has arrived and calls `on_message` with each message's text; `false`
+    /// once the connection ended or `on_message` asked to stop.
+    async fn read(&mut self, on_message: &mut impl FnMut(&[u8]) -> bool) -> bool {
         match self {
             Self::Ws(socket) => loop {
-                match socket.next().await? {
-                    Ok(WsMessage::Text(text)) => return Some(text.as_bytes().to_vec()),
-                    Ok(WsMessage::Close(_)) | Err(_) => return None,
-                    Ok(_) => continue,
+                match socket.next().await {
+                    Some(Ok(WsMessage::Text(text))) => return on_message(text.as_bytes()),
+                    Some(Ok(WsMessage::Close(_)) | Err(_)) | None => return false,
+                    Some(Ok(_)) => continue,
                 }
             },
-            Self::Sse(stream) => stream.next_data().await,
+            Self::Sse(stream) => stream.read(on_message).await,
         }
     }
 }
@@ -577,9 +658,9 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
             let mut latencies_us: Vec<u32> = Vec::with_capacity(publishes);
             let mut duplicates = 0u64;
             let mut seen = vec![false; publishes];
-            while let Some(text) = client.next_message().await {
-                let Ok(message) = serde_json::from_slice::<Received>(&text) else {
-                    continue;
+            let mut on_message = |text: &[u8]| {
+                let Ok(message) = serde_json::from_slice::<Received>(text) else {
+                    return true;
                 };
                 let now = base.elapsed().as_nanos() as u64;
                 let latency = now.saturating_sub(message.data.t) / 1000;
@@ -591,10 +672,9 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
                 if (received.fetch_add(1, Ordering::Relaxed) + 1) % subscribers as u64 == 0 {
                     progress.notify_waiters();
                 }
-                if latencies_us.len() >= publishes {
-                    break;
-                }
-            }
+                latencies_us.len() < publishes
+            };
+            while client.read(&mut on_message).await {}
             (latencies_us, duplicates)
         }));
     }
