@@ -117,7 +117,7 @@ pub(crate) async fn serve_sse<S, B>(
     mut service: S,
 ) where
     S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = Infallible>,
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut head = vec![0u8; head_len];
@@ -160,8 +160,12 @@ pub(crate) async fn serve_sse<S, B>(
         written: 0,
         ended: false,
     };
-    poll_fn(|cx| pump.poll(cx)).await;
-    let _ = pump.stream.shutdown().await;
+    // A task of its own, holding only the stream and the body: the request, the service
+    // and this function's other state are freed now, not kept for the stream's life.
+    tokio::spawn(async move {
+        poll_fn(|cx| pump.poll(cx)).await;
+        let _ = pump.stream.shutdown().await;
+    });
 }
 
 /// Status line and headers (with `connection: close`), without the final blank line.

@@ -6,6 +6,7 @@ use std::io;
 use std::time::Duration;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -78,6 +79,7 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
+    let builder = Arc::new(builder);
     tokio::pin!(signal);
     let mut connections = JoinSet::new();
     loop {
@@ -98,7 +100,7 @@ where
                 };
                 let _ = stream.set_nodelay(true);
                 let service = service.clone();
-                let builder = builder.clone();
+                let builder = Arc::clone(&builder);
                 let mut stopped = stopped.clone();
                 connections.spawn(async move {
                     let first = tokio::select! {
@@ -109,7 +111,9 @@ where
                         FirstRequest::Sse(request, head_len) => (request, head_len),
                         FirstRequest::Nothing => return,
                         FirstRequest::Other => {
-                            serve_with_hyper(&builder, stream, service, stopped, peer).await;
+                            // Boxed, so that the task of a direct SSE stream is not sized
+                            // for hyper's connection state.
+                            Box::pin(serve_with_hyper(&builder, stream, service, stopped, peer)).await;
                             return;
                         }
                     };
