@@ -6,6 +6,9 @@
 #   benches/run.sh            the standard matrix, 3 runs each, release build
 #   benches/run.sh --runs 5   more runs per scenario
 #   benches/run.sh --smoke    every mode once at a tiny size on a debug build (CI)
+#
+# DUALCAST_BENCH_SERVER=path runs another build of the example server (an older commit,
+# say) against the same load generator; other DUALCAST_* settings pass through to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,14 +42,15 @@ else
   scenarios=(
     "idle-ws-5k|idle --kind ws --connections 5000"
     "idle-sse-5k|idle --kind sse --connections 5000"
-    "fanout-ws-1k|fanout --kind ws --connections 1000 --publishes 1000"
-    "fanout-ws-5k|fanout --kind ws --connections 5000 --publishes 300"
-    "fanout-sse-1k|fanout --kind sse --connections 1000 --publishes 1000"
+    "fanout-ws-1k|fanout --kind ws --connections 1000 --publishes 2000"
+    "fanout-ws-5k|fanout --kind ws --connections 5000 --publishes 600"
+    "fanout-sse-1k|fanout --kind sse --connections 1000 --publishes 2000"
     "latency-ws-1k|fanout --kind ws --connections 1000 --publishes 300 --rate 20"
     "connect-ws-5k|connect --connections 5000"
   )
 fi
 mkdir -p "$out"
+server_bin=${DUALCAST_BENCH_SERVER:-target/$profile/examples/server}
 
 # Pin the server and the load generator to different cores where there are two.
 if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
@@ -74,7 +78,7 @@ trap 'stop_server; rm -f "$log"' EXIT
 
 start_server() {
   DUALCAST_ADDR=127.0.0.1:0 RUST_LOG=warn,server=info NO_COLOR=1 \
-    "${server_pin[@]}" "target/$profile/examples/server" > "$log" 2>&1 &
+    "${server_pin[@]}" "$server_bin" > "$log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 100); do
     addr=$(grep -o 'addr=127\.0\.0\.1:[0-9]*' "$log" | head -n 1 | cut -d= -f2 || true)
@@ -108,4 +112,9 @@ for scenario in "${scenarios[@]}"; do
   done
 done
 
-python3 benches/summarize.py "$results" "$smoke" | tee "$out/results.md"
+{
+  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')),"
+  echo "server pinned to core 0, load generator to core 1; medians of $runs runs (\`benches/run.sh\`)."
+  echo
+  python3 benches/summarize.py "$results" "$smoke"
+} | tee "$out/results.md"

@@ -19,7 +19,7 @@
 //!   --concurrency C      handshakes in flight [128]
 //!   --publishes M        publishes (fanout) [200]
 //!   --in-flight K        publish requests in flight, without --rate [4]
-//!   --window W           publishes not yet received by every subscriber, at most;
+//!   --window W           publishes not yet received by the slowest subscriber, at most;
 //!                        keep it under the server's outbox capacity (256) [128]
 //!   --rate R             publishes per second instead of as fast as possible [off]
 //!   --payload-bytes B    filler in each published message [64]
@@ -650,9 +650,11 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
     let received = Arc::new(AtomicU64::new(0));
     // Woken each time the deliveries of one more whole publish have arrived.
     let progress = Arc::new(tokio::sync::Notify::new());
+    // Per subscriber, what it has received: the window bounds the slowest one.
+    let counts: Arc<Vec<AtomicU64>> = Arc::new((0..subscribers).map(|_| AtomicU64::new(0)).collect());
     let mut readers = Vec::with_capacity(subscribers);
-    for (_, mut client) in clients {
-        let (received, progress) = (received.clone(), progress.clone());
+    for (index, (_, mut client)) in clients.into_iter().enumerate() {
+        let (received, progress, counts) = (received.clone(), progress.clone(), counts.clone());
         let publishes = options.publishes;
         readers.push(tokio::spawn(async move {
             let mut latencies_us: Vec<u32> = Vec::with_capacity(publishes);
@@ -669,6 +671,7 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
                     Some(flag) if !*flag => *flag = true,
                     _ => duplicates += 1,
                 }
+                counts[index].fetch_add(1, Ordering::Relaxed);
                 if (received.fetch_add(1, Ordering::Relaxed) + 1) % subscribers as u64 == 0 {
                     progress.notify_waiters();
                 }
@@ -695,7 +698,7 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
             padding.clone(),
             next.clone(),
         );
-        let (received, progress) = (received.clone(), progress.clone());
+        let (counts, progress) = (counts.clone(), progress.clone());
         let publishes = options.publishes as u64;
         publishers.push(tokio::spawn(async move {
             let mut client = http_client(server).await?;
@@ -714,10 +717,10 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
                     // As fast as possible, but with at most `window` publishes not yet
                     // received by every subscriber: faster, and the server would rightly end
                     // the connections of a load generator that cannot keep up.
-                    let need = (seq + 1).saturating_sub(window) * subscribers as u64;
+                    let need = (seq + 1).saturating_sub(window);
                     loop {
                         let notified = progress.notified();
-                        if received.load(Ordering::Relaxed) >= need {
+                        if counts.iter().all(|count| count.load(Ordering::Relaxed) >= need) {
                             break;
                         }
                         notified.await;
