@@ -651,7 +651,8 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
     // Woken each time the deliveries of one more whole publish have arrived.
     let progress = Arc::new(tokio::sync::Notify::new());
     // Per subscriber, what it has received: the window bounds the slowest one.
-    let counts: Arc<Vec<AtomicU64>> = Arc::new((0..subscribers).map(|_| AtomicU64::new(0)).collect());
+    let counts: Arc<Vec<AtomicU64>> =
+        Arc::new((0..subscribers).map(|_| AtomicU64::new(0)).collect());
     let mut readers = Vec::with_capacity(subscribers);
     for (index, (_, mut client)) in clients.into_iter().enumerate() {
         let (received, progress, counts) = (received.clone(), progress.clone(), counts.clone());
@@ -720,7 +721,10 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
                     let need = (seq + 1).saturating_sub(window);
                     loop {
                         let notified = progress.notified();
-                        if counts.iter().all(|count| count.load(Ordering::Relaxed) >= need) {
+                        if counts
+                            .iter()
+                            .all(|count| count.load(Ordering::Relaxed) >= need)
+                        {
                             break;
                         }
                         notified.await;

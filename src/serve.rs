@@ -111,9 +111,7 @@ where
                         FirstRequest::Sse(request, head_len) => (request, head_len),
                         FirstRequest::Nothing => return,
                         FirstRequest::Other => {
-                            // Boxed, so that the task of a direct SSE stream is not sized
-                            // for hyper's connection state.
-                            Box::pin(serve_with_hyper(&builder, stream, service, stopped, peer)).await;
+                            serve_with_hyper(&builder, stream, service, stopped, peer).await;
                             return;
                         }
                     };

@@ -178,7 +178,8 @@ pub(crate) fn upgrade<B>(
 /// Frames written with one `writev` at most.
 const MAX_BATCH: usize = 64;
 
-/// The life of one WebSocket connection; the guard drops when it returns.
+/// Awaits the upgrade, then starts the connection's own task; a failed upgrade drops the
+/// guard here.
 async fn run(
     on_upgrade: OnUpgrade,
     guard: ConnectionGuard,
@@ -231,7 +232,7 @@ fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     settings: &WebSocketSettings,
     expires_at: Option<Instant>,
 ) -> impl Future<Output = ()> {
-    let live = Live {
+    let mut live = Live {
         guard,
         socket,
         outbox,
@@ -242,7 +243,6 @@ fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     };
     // The block captures `live` and works on it in place: the task holds each piece once
     // (an `async fn` taking `mut self` would hold a second copy).
-    let mut live = live;
     async move {
         let reason = poll_fn(|cx| live.poll_all(cx)).await;
         live.finish(reason).await;
