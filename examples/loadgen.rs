@@ -679,6 +679,10 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
                 latencies_us.len() < publishes
             };
             while client.read(&mut on_message).await {}
+            // Done, or the connection ended: either way the publishers stop waiting on this
+            // subscriber, and what it missed is counted as lost.
+            counts[index].store(u64::MAX, Ordering::Relaxed);
+            progress.notify_waiters();
             (latencies_us, duplicates)
         }));
     }

@@ -684,7 +684,26 @@ pub struct ConnectionGuard {
     connection: Arc<Connection>,
 }
 
+/// A connection's end signal without its ownership: lets the code that writes a stream
+/// notice that the connection ended even while it cannot poll the stream's body.
+#[derive(Clone)]
+pub(crate) struct EndWatch(Arc<Connection>);
+
+impl EndWatch {
+    pub(crate) fn poll_end(&self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
+        self.0.poll_end(cx)
+    }
+
+    pub(crate) fn end(&self, reason: DisconnectReason) {
+        self.0.end(reason);
+    }
+}
+
 impl ConnectionGuard {
+    pub(crate) fn end_watch(&self) -> EndWatch {
+        EndWatch(self.connection.clone())
+    }
+
     /// The connection's id.
     #[must_use]
     pub fn id(&self) -> ConnectionId {

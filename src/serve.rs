@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tower::Service;
+use tower::{Service, ServiceExt};
 
 use crate::body::ResponseBody;
 use crate::direct_sse::{self, FirstRequest};
@@ -160,7 +160,7 @@ async fn serve_with_hyper<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        Service::<Request<Incoming>>::call(&mut service.clone(), request)
+        ServiceExt::<Request<Incoming>>::oneshot(service.clone(), request)
     });
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)

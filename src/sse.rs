@@ -25,7 +25,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::ResponseBody;
 use crate::connection::DisconnectReason;
-use crate::hub::{ConnectionGuard, Outbox};
+use crate::hub::{ConnectionGuard, EndWatch, Outbox};
 use crate::message::Frame;
 
 /// Settings of SSE streams.
@@ -72,6 +72,10 @@ pub(crate) fn response(
 ) -> Response<ResponseBody> {
     let now = Instant::now();
     let first_timer = next_deadline(now + settings.keep_alive, expires_at);
+    let control = SseControl {
+        end: guard.end_watch(),
+        expires_at,
+    };
     let stream = SseStream {
         guard,
         outbox,
@@ -89,7 +93,17 @@ pub(crate) fn response(
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response.extensions_mut().insert(control);
     response
+}
+
+/// Put in the extensions of an SSE response for a server that writes the stream itself:
+/// the connection's end signal and its credential's expiry, which it must honour even
+/// while a write to a client that stopped reading is blocked (and the body is not polled).
+#[derive(Clone)]
+pub(crate) struct SseControl {
+    pub(crate) end: EndWatch,
+    pub(crate) expires_at: Option<Instant>,
 }
 
 fn next_deadline(keep_alive_at: Instant, expires_at: Option<Instant>) -> Instant {

@@ -11,7 +11,7 @@
 use std::future::{poll_fn, Future};
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -83,8 +83,8 @@ impl WebSocketSettings {
         self
     }
 
-    /// How long a closing connection waits for its close frame to be written and answered.
-    /// Default: 2 s.
+    /// How long a closing connection may take to finish a half-written batch, send its close
+    /// frame and get the answer; past it the socket is dropped. Default: 2 s.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self
@@ -279,15 +279,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
         self.poll(cx)
     }
 
-    /// Records the ending and closes the socket with the reason's close frame.
+    /// Records the ending and closes the socket with the reason's close frame. A batch
+    /// left half written is finished first, within the close timeout, so the client never
+    /// sees a cut frame; if it cannot be, the socket is dropped without a close frame.
     async fn finish(&mut self, reason: DisconnectReason) {
         self.guard.end(reason);
         let reason = self.guard.end_reason().unwrap_or(reason);
         self.expiry = None;
-        if self.written == 0 {
-            // Boxed: it is needed once, at the end, and should not size the live task.
-            Box::pin(close(&mut self.socket, reason, self.close_timeout)).await;
-        }
+        // Boxed: needed once, at the end, and should not size the live task.
+        Box::pin(async {
+            let deadline = Instant::now() + self.close_timeout;
+            if self.written > 0 {
+                let rest = tokio::time::timeout_at(deadline, poll_fn(|cx| self.poll_batch(cx)));
+                if !matches!(rest.await, Ok(Ok(()))) {
+                    return;
+                }
+            }
+            close(&mut self.socket, reason, deadline).await;
+        })
+        .await;
     }
 
     /// Reads and writes as far as the socket allows; ready with a reason when it ends.
@@ -330,11 +340,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
                 if self.batch.is_empty() {
                     return Poll::Pending;
                 }
-                // Whatever tungstenite queued (pongs, say) goes out before our frames.
-                match self.socket.poll_flush_unpin(cx) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(_)) => return Poll::Ready(DisconnectReason::ClientClosed),
-                    Poll::Pending => return Poll::Pending,
+            }
+            match self.poll_batch(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(DisconnectReason::ClientClosed),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Writes the rest of the current batch; ready once all of it is out.
+    fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.batch.is_empty() {
+            if self.written == 0 {
+                // Whatever tungstenite queued (a pong, say, maybe half written) goes out
+                // whole before our frames.
+                if let Err(error) = ready!(self.socket.poll_flush_unpin(cx)) {
+                    return Poll::Ready(Err(std::io::Error::other(error)));
                 }
             }
             let mut slices = [IoSlice::new(&[]); MAX_BATCH];
@@ -350,23 +372,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
                 skip = 0;
                 count += 1;
             }
+            let remaining: usize = slices[..count].iter().map(|s| s.len()).sum();
             let io = Pin::new(self.socket.get_mut());
-            match io.poll_write_vectored(cx, &slices[..count]) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                    return Poll::Ready(DisconnectReason::ClientClosed)
+            match ready!(io.poll_write_vectored(cx, &slices[..count])) {
+                Ok(0) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) if n >= remaining => {
+                    self.batch.clear();
+                    self.written = 0;
                 }
-                Poll::Ready(Ok(n)) => {
-                    let remaining: usize = slices[..count].iter().map(|s| s.len()).sum();
-                    if n >= remaining {
-                        self.batch.clear();
-                        self.written = 0;
-                    } else {
-                        self.written += n;
-                    }
-                }
-                Poll::Pending => return Poll::Pending,
+                Ok(n) => self.written += n,
+                Err(error) => return Poll::Ready(Err(error)),
             }
         }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -390,14 +408,12 @@ fn read_error_reason(guard: &ConnectionGuard, error: &WsError) -> DisconnectReas
     }
 }
 
-/// Sends the close frame for `reason` (or answers the client's), bounded in time.
-///
-/// A batch left half written (the connection ended while the socket was full) makes the
-/// stream unusable for a close frame; the connection is then dropped without one.
+/// Sends the close frame for `reason` (or answers the client's) and waits for the other
+/// side's, until `deadline`.
 async fn close<S: AsyncRead + AsyncWrite + Unpin>(
     socket: &mut WebSocketStream<S>,
     reason: DisconnectReason,
-    timeout: Duration,
+    deadline: Instant,
 ) {
     let frame = (reason != DisconnectReason::ClientClosed).then(|| CloseFrame {
         code: CloseCode::from(reason.close_code()),
@@ -409,8 +425,9 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(
             while let Some(Ok(_)) = socket.next().await {}
         }
     };
-    let _ = tokio::time::timeout(timeout, closing).await;
+    let _ = tokio::time::timeout_at(deadline, closing).await;
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -104,7 +104,7 @@ async fn a_connection_that_cannot_take_a_message_is_removed_during_delivery_and_
     let server = TestServer::start_with(Hub::builder().outbox_capacity(8).build(), |app| app).await;
     let mut events = server.hub.subscribe();
     let token = player_token("carol");
-    let _stalled = server.stalled_ws("/api/ws", &token).await;
+    let mut stalled = server.stalled_ws("/api/ws", &token).await;
     let mut healthy = server.sse("/sse/carol", &token).await;
 
     let service = service_token();
@@ -153,6 +153,11 @@ async fn a_connection_that_cannot_take_a_message_is_removed_during_delivery_and_
         server.hub.connections_of("carol").len(),
         1,
         "only the SSE stream is left"
+    );
+    // The client reads again: whole frames, then the close frame that says why.
+    assert_eq!(
+        stalled.next_close().await,
+        (4005, "slow_consumer".to_owned())
     );
 
     let (_, report) = server
@@ -272,4 +277,71 @@ async fn an_sse_client_that_hangs_up_leaves_the_hub_without_waiting_for_a_write(
     };
     assert_eq!(reason, DisconnectReason::ClientClosed);
     assert_eq!(server.hub.presence("ida"), Presence::Offline);
+}
+
+#[tokio::test]
+async fn an_sse_client_that_stops_reading_still_ends_when_its_token_expires() {
+    use dualcast::dualcast_layers::jwt::{issue_hs256, Claims};
+    let server = TestServer::start().await;
+    let mut events = server.hub.subscribe();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Usable for about 2 more seconds: `exp` passed 28 s ago, the leeway is 30 s.
+    let token = issue_hs256(
+        SECRET,
+        &Claims::new("jill", dualcast::Role::Player, 0).with_expiry(now - 28),
+    )
+    .unwrap();
+    let _stalled = server.stalled_sse("/sse/jill", &token).await;
+    wait_for(&mut events, |e| matches!(e, HubEvent::Connected { .. })).await;
+    let payload = "z".repeat(64 * 1024);
+    for _ in 0..60 {
+        let (status, _) = server
+            .post(
+                "/api/players/jill/messages",
+                &service_token(),
+                json!({"type": "big", "data": payload}),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let ended = wait_for(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await;
+    let HubEvent::Disconnected { reason, .. } = ended else {
+        unreachable!()
+    };
+    assert_eq!(
+        reason,
+        DisconnectReason::AuthExpired,
+        "a blocked write does not hold the stream open"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_is_not_held_up_by_an_sse_client_that_stopped_reading() {
+    let hub = Hub::builder().outbox_capacity(8).build();
+    let server = TestServer::start_with(hub, |app| app).await;
+    let hub = server.hub.clone();
+    let mut events = hub.subscribe();
+    let _stalled = server.stalled_sse("/sse/kim", &player_token("kim")).await;
+    wait_for(&mut events, |e| matches!(e, HubEvent::Connected { .. })).await;
+    let payload = "q".repeat(64 * 1024);
+    for _ in 0..6 {
+        server
+            .post(
+                "/api/players/kim/messages",
+                &service_token(),
+                json!({"type": "big", "data": payload}),
+            )
+            .await;
+    }
+    // Well under serve's 10 s grace period: the stream is dropped once its last events
+    // cannot go out within the 2 s close timeout.
+    tokio::time::timeout(WAIT, server.shutdown())
+        .await
+        .expect("shutdown finished");
+    tokio::time::timeout(WAIT, hub.shutdown())
+        .await
+        .expect("every guard was dropped");
 }

@@ -129,6 +129,20 @@ impl TestServer {
         WsClient { socket, response }
     }
 
+    /// An SSE request from a client that reads nothing and has a tiny receive buffer.
+    pub async fn stalled_sse(&self, path: &str, token: &str) -> TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(self.addr).await.unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {token}\r\n\r\n",
+            self.addr
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stream
+    }
+
     pub async fn sse(&self, path: &str, token: &str) -> SseClient {
         let (status, client) = self.try_sse(path, Some(token)).await;
         assert_eq!(status, StatusCode::OK);
