@@ -15,7 +15,7 @@
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -24,7 +24,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Version};
 use http_body::Body;
 use http_body_util::{BodyExt, Empty, Limited};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tower::{Service, ServiceExt};
@@ -33,6 +33,7 @@ use dualcast_layers::error::http_date;
 
 use crate::connection::DisconnectReason;
 use crate::sse::SseControl;
+use crate::write_batch::WriteBatch;
 
 /// Most bytes of a request head looked at; a longer head goes to hyper.
 const MAX_HEAD: usize = 4096;
@@ -40,8 +41,6 @@ const MAX_HEAD: usize = 4096;
 const MAX_HEADERS: usize = 32;
 /// Most body bytes of a non-stream answer written here.
 const MAX_ANSWER: usize = 64 * 1024;
-/// Most events written with one `writev`.
-const MAX_BATCH: usize = 64;
 
 /// What the first bytes of a connection are.
 pub(crate) enum FirstRequest {
@@ -210,8 +209,7 @@ pub(crate) async fn serve_sse<S, B>(
         control,
         timer,
         ending: false,
-        batch: Vec::new(),
-        written: 0,
+        batch: WriteBatch::new(|bytes: &Bytes| bytes.as_ref()),
         ended: false,
     };
     // A task of its own, holding only the stream and the body: the request, the service
@@ -264,9 +262,8 @@ struct Pump<B> {
     /// The credential's expiry; once the connection ends, the deadline of its last writes.
     timer: Option<Pin<Box<Sleep>>>,
     ending: bool,
-    /// Events being written, and how many of their bytes are out.
-    batch: Vec<Bytes>,
-    written: usize,
+    /// Events being written.
+    batch: WriteBatch<Bytes>,
     ended: bool,
 }
 
@@ -288,7 +285,7 @@ where
                 if self.ended {
                     return Poll::Ready(());
                 }
-                while self.batch.len() < MAX_BATCH {
+                while !self.batch.is_full() {
                     match self.body.as_mut().poll_frame(cx) {
                         Poll::Ready(Some(Ok(frame))) => {
                             if let Ok(data) = frame.into_data() {
@@ -312,29 +309,9 @@ where
                     };
                 }
             }
-            let mut slices = [IoSlice::new(&[]); MAX_BATCH];
-            let mut count = 0;
-            let mut skip = self.written;
-            for bytes in &self.batch {
-                if skip >= bytes.len() {
-                    skip -= bytes.len();
-                    continue;
-                }
-                slices[count] = IoSlice::new(&bytes[skip..]);
-                skip = 0;
-                count += 1;
-            }
-            match Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..count]) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
-                Poll::Ready(Ok(n)) => {
-                    let remaining: usize = slices[..count].iter().map(|s| s.len()).sum();
-                    if n >= remaining {
-                        self.batch.clear();
-                        self.written = 0;
-                    } else {
-                        self.written += n;
-                    }
-                }
+            match self.batch.poll_write(Pin::new(&mut self.stream), cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Pending => return Poll::Pending,
             }
         }

@@ -36,6 +36,7 @@ pub mod message;
 mod serve;
 pub mod service;
 pub mod sse;
+mod write_batch;
 pub mod ws;
 
 pub use body::ResponseBody;

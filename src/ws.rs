@@ -9,7 +9,6 @@
 //! frame carrying the reason's code (e.g. `4005 slow_consumer`, `1001 server_shutdown`).
 
 use std::future::{poll_fn, Future};
-use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -33,6 +32,7 @@ use crate::connection::DisconnectReason;
 use crate::error::ApiError;
 use crate::hub::{ConnectionGuard, Outbox};
 use crate::message::Frame;
+use crate::write_batch::WriteBatch;
 
 /// Settings of WebSocket connections.
 #[derive(Debug, Clone)]
@@ -175,9 +175,6 @@ pub(crate) fn upgrade<B>(
     Ok(response)
 }
 
-/// Frames written with one `writev` at most.
-const MAX_BATCH: usize = 64;
-
 /// Awaits the upgrade, then starts the connection's own task; a failed upgrade drops the
 /// guard here.
 async fn run(
@@ -237,8 +234,7 @@ fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         socket,
         outbox,
         expiry: expires_at.map(|at| Box::pin(tokio::time::sleep_until(at))),
-        batch: Vec::new(),
-        written: 0,
+        batch: WriteBatch::new(|frame: &Frame| frame.websocket_frame()),
         close_timeout: settings.close_timeout,
     };
     // The block captures `live` and works on it in place: the task holds each piece once
@@ -258,9 +254,8 @@ struct Live<S> {
     outbox: Outbox,
     /// When the credential expires.
     expiry: Option<Pin<Box<Sleep>>>,
-    /// Frames being written, and how many of their bytes are out.
-    batch: Vec<Frame>,
-    written: usize,
+    /// Frames being written.
+    batch: WriteBatch<Frame>,
     close_timeout: Duration,
 }
 
@@ -289,7 +284,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
         // Boxed: needed once, at the end, and should not size the live task.
         Box::pin(async {
             let deadline = Instant::now() + self.close_timeout;
-            if self.written > 0 {
+            if self.batch.is_half_written() {
                 let rest = tokio::time::timeout_at(deadline, poll_fn(|cx| self.poll_batch(cx)));
                 if !matches!(rest.await, Ok(Ok(()))) {
                     return;
@@ -304,7 +299,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
         // While a batch is half written, tungstenite must not write (a pong, say) into the
         // middle of a frame, and it may when reading; so reading waits for the batch.
-        if self.written == 0 {
+        if !self.batch.is_half_written() {
             if let Poll::Ready(reason) = self.poll_read(cx) {
                 return Poll::Ready(reason);
             }
@@ -330,7 +325,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
         loop {
             if self.batch.is_empty() {
-                while self.batch.len() < MAX_BATCH {
+                while !self.batch.is_full() {
                     match self.outbox.poll_recv(cx) {
                         Poll::Ready(Some(frame)) => self.batch.push(frame),
                         Poll::Ready(None) => return Poll::Ready(DisconnectReason::ClientClosed),
@@ -351,40 +346,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
 
     /// Writes the rest of the current batch; ready once all of it is out.
     fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        while !self.batch.is_empty() {
-            if self.written == 0 {
-                // Whatever tungstenite queued (a pong, say, maybe half written) goes out
-                // whole before our frames.
-                if let Err(error) = ready!(self.socket.poll_flush_unpin(cx)) {
-                    return Poll::Ready(Err(std::io::Error::other(error)));
-                }
-            }
-            let mut slices = [IoSlice::new(&[]); MAX_BATCH];
-            let mut count = 0;
-            let mut skip = self.written;
-            for frame in &self.batch {
-                let bytes = frame.websocket_frame();
-                if skip >= bytes.len() {
-                    skip -= bytes.len();
-                    continue;
-                }
-                slices[count] = IoSlice::new(&bytes[skip..]);
-                skip = 0;
-                count += 1;
-            }
-            let remaining: usize = slices[..count].iter().map(|s| s.len()).sum();
-            let io = Pin::new(self.socket.get_mut());
-            match ready!(io.poll_write_vectored(cx, &slices[..count])) {
-                Ok(0) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
-                Ok(n) if n >= remaining => {
-                    self.batch.clear();
-                    self.written = 0;
-                }
-                Ok(n) => self.written += n,
-                Err(error) => return Poll::Ready(Err(error)),
+        if !self.batch.is_half_written() {
+            // Whatever tungstenite queued (a pong, say, maybe half written) goes out whole
+            // before our frames.
+            if let Err(error) = ready!(self.socket.poll_flush_unpin(cx)) {
+                return Poll::Ready(Err(std::io::Error::other(error)));
             }
         }
-        Poll::Ready(Ok(()))
+        self.batch.poll_write(Pin::new(self.socket.get_mut()), cx)
     }
 }
 
