@@ -200,17 +200,7 @@ async fn unknown_routes_and_methods_answer_with_the_json_error_body() {
 #[tokio::test]
 async fn a_token_that_expires_while_the_connection_is_open_ends_it_with_auth_expired() {
     let server = TestServer::start().await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    // Accepted for one or two more seconds: `exp` passed 28 s ago and the verifier allows
-    // 30 s of leeway (exp has whole-second precision).
-    let token = issue_hs256(
-        SECRET,
-        &Claims::new("erin", Role::Player, 0).with_expiry(now - 28),
-    )
-    .unwrap();
+    let token = expiring_token("erin");
     let mut ws = server.ws("/api/ws", &token).await;
     let mut sse = server.sse("/sse/erin", &token).await;
 

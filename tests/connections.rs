@@ -199,19 +199,9 @@ async fn shutdown_tells_every_client_why_before_closing() {
 
 #[tokio::test]
 async fn a_connection_whose_client_stops_reading_still_ends_when_its_token_expires() {
-    use dualcast::dualcast_layers::jwt::{issue_hs256, Claims};
     let server = TestServer::start().await;
     let mut events = server.hub.subscribe();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    // The verifier's 30 s leeway keeps a token usable past `exp`; this one is usable ~2 s.
-    let token = issue_hs256(
-        SECRET,
-        &Claims::new("frank", dualcast::Role::Player, 0).with_expiry(now - 28),
-    )
-    .unwrap();
+    let token = expiring_token("frank");
     let _stalled = server.stalled_ws("/api/ws", &token).await;
 
     // Enough to fill the socket buffers, far less than the outbox holds.
@@ -281,19 +271,9 @@ async fn an_sse_client_that_hangs_up_leaves_the_hub_without_waiting_for_a_write(
 
 #[tokio::test]
 async fn an_sse_client_that_stops_reading_still_ends_when_its_token_expires() {
-    use dualcast::dualcast_layers::jwt::{issue_hs256, Claims};
     let server = TestServer::start().await;
     let mut events = server.hub.subscribe();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    // Usable for about 2 more seconds: `exp` passed 28 s ago, the leeway is 30 s.
-    let token = issue_hs256(
-        SECRET,
-        &Claims::new("jill", dualcast::Role::Player, 0).with_expiry(now - 28),
-    )
-    .unwrap();
+    let token = expiring_token("jill");
     let _stalled = server.stalled_sse("/sse/jill", &token).await;
     wait_for(&mut events, |e| matches!(e, HubEvent::Connected { .. })).await;
     let payload = "z".repeat(64 * 1024);
