@@ -141,10 +141,7 @@ async fn a_connection_that_cannot_take_a_message_is_removed_during_delivery_and_
         (Some(1), Some(1), Some(0))
     );
 
-    let removed = wait_for(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await;
-    let HubEvent::Disconnected { reason, kind, .. } = removed else {
-        unreachable!()
-    };
+    let (kind, reason) = wait_for_disconnect(&mut events).await;
     assert_eq!(
         (reason, kind),
         (DisconnectReason::SlowConsumer, ConnectionKind::WebSocket)
@@ -216,10 +213,7 @@ async fn a_connection_whose_client_stops_reading_still_ends_when_its_token_expir
             .await;
         assert_eq!((status.as_u16(), report["failed"].as_u64()), (200, Some(0)));
     }
-    let ended = wait_for(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await;
-    let HubEvent::Disconnected { reason, .. } = ended else {
-        unreachable!()
-    };
+    let (_, reason) = wait_for_disconnect(&mut events).await;
     assert_eq!(
         reason,
         DisconnectReason::AuthExpired,
@@ -261,10 +255,7 @@ async fn an_sse_client_that_hangs_up_leaves_the_hub_without_waiting_for_a_write(
     let sse = server.sse("/sse/ida", &player_token("ida")).await;
     wait_for(&mut events, |e| matches!(e, HubEvent::Connected { .. })).await;
     drop(sse);
-    let left = wait_for(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await;
-    let HubEvent::Disconnected { reason, .. } = left else {
-        unreachable!()
-    };
+    let (_, reason) = wait_for_disconnect(&mut events).await;
     assert_eq!(reason, DisconnectReason::ClientClosed);
     assert_eq!(server.hub.presence("ida"), Presence::Offline);
 }
@@ -287,10 +278,7 @@ async fn an_sse_client_that_stops_reading_still_ends_when_its_token_expires() {
             .await;
         assert_eq!(status, 200);
     }
-    let ended = wait_for(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await;
-    let HubEvent::Disconnected { reason, .. } = ended else {
-        unreachable!()
-    };
+    let (_, reason) = wait_for_disconnect(&mut events).await;
     assert_eq!(
         reason,
         DisconnectReason::AuthExpired,

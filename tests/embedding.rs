@@ -108,25 +108,11 @@ async fn a_host_serving_dualcast_through_its_own_hyper_loop_gets_the_same_behavi
         .unwrap();
     let envelope: serde_json::Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
     assert_eq!(envelope["id"].as_str(), Some(&*report.id));
-    while !text.contains(&*report.id) {
-        let frame = tokio::time::timeout(WAIT, body.frame())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        text.push_str(std::str::from_utf8(&frame.into_data().unwrap()).unwrap());
-    }
+    read_until(&mut body, &mut text, &report.id).await;
 
     let mut events = hub.subscribe();
     let shutdown = tokio::spawn(hub.shutdown());
-    while !text.contains("event: disconnect") {
-        let frame = tokio::time::timeout(WAIT, body.frame())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        text.push_str(std::str::from_utf8(&frame.into_data().unwrap()).unwrap());
-    }
+    read_until(&mut body, &mut text, "event: disconnect").await;
     assert!(text.contains("server_shutdown"));
     let close = tokio::time::timeout(WAIT, ws.next())
         .await
@@ -151,6 +137,18 @@ async fn a_host_serving_dualcast_through_its_own_hyper_loop_gets_the_same_behavi
     .await;
     tokio::time::timeout(WAIT, shutdown).await.unwrap().unwrap();
     accept.abort();
+}
+
+/// Appends what the stream sends to `text` until it contains `needle`.
+async fn read_until(body: &mut hyper::body::Incoming, text: &mut String, needle: &str) {
+    while !text.contains(needle) {
+        let frame = tokio::time::timeout(WAIT, body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(std::str::from_utf8(&frame.into_data().unwrap()).unwrap());
+    }
 }
 
 trait BearerRequest {

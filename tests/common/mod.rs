@@ -402,3 +402,13 @@ pub async fn wait_for(
     .await
     .expect("the hub event in time")
 }
+
+/// Waits for the next connection to leave the hub; its kind and reason.
+pub async fn wait_for_disconnect(
+    events: &mut broadcast::Receiver<HubEvent>,
+) -> (dualcast::ConnectionKind, dualcast::DisconnectReason) {
+    match wait_for(events, |e| matches!(e, HubEvent::Disconnected { .. })).await {
+        HubEvent::Disconnected { kind, reason, .. } => (kind, reason),
+        other => unreachable!("wait_for returned {other:?}"),
+    }
+}
