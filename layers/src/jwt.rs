@@ -3,6 +3,10 @@
 //! Claims (SPEC §7): `sub` (the player id), `exp`, optional `nbf`, `iss`, `aud`, `role`
 //! (`player` when absent, `service`, `admin`) and `sid` (a session id).
 //!
+//! A token whose protected header has a `crit` member is refused: this verifier understands
+//! no JWS extensions, and RFC 7515 §4.1.11 requires refusing a token that names one it does
+//! not understand (an empty or non-list `crit` is invalid as well).
+//!
 //! ```
 //! use dualcast_layers::jwt::{issue_hs256, Claims, JwtAuthenticator};
 //! use dualcast_layers::{Authenticate, AuthErrorKind, Role};
@@ -23,11 +27,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::auth::{AuthError, AuthErrorKind, Authenticate, Identity, Role};
+use crate::auth::{AuthError, AuthErrorKind, Authenticate, Identity, Role, MAX_TOKEN_LEN};
 
 /// The longest `sub` accepted, in bytes.
 pub const MAX_SUBJECT_LEN: usize = 128;
@@ -98,8 +105,10 @@ pub fn issue_hs256(secret: &[u8], claims: &Claims) -> Result<String, jsonwebtoke
 /// Verifies JWTs with one key and one algorithm.
 ///
 /// Defaults: `exp` required, 30 s of leeway for clock skew (see [`leeway`](Self::leeway)),
-/// no issuer or audience check until [`issuer`](Self::issuer) / [`audience`](Self::audience)
-/// are set. Cloning is cheap.
+/// no issuer check until [`issuer`](Self::issuer) is set, and, until
+/// [`audience`](Self::audience) is set, a token that carries an `aud` claim is refused (it
+/// was meant for some other audience). A token whose header has `crit` is always refused
+/// (no extension is understood). Cloning is cheap.
 #[derive(Clone)]
 #[must_use]
 pub struct JwtAuthenticator {
@@ -169,7 +178,8 @@ impl JwtAuthenticator {
         })
     }
 
-    /// Requires `aud` to contain `audience`. Default: not checked.
+    /// Requires `aud` to contain `audience`. Default: a token without `aud` is accepted and
+    /// one with any `aud` is refused, since it names an audience that is not this server.
     pub fn audience(self, audience: &str) -> Self {
         self.edit(|v| {
             v.set_audience(&[audience]);
@@ -193,6 +203,7 @@ impl fmt::Debug for JwtAuthenticator {
 
 impl Authenticate for JwtAuthenticator {
     fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+        refuse_critical_extensions(token)?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.inner.key, &self.inner.validation)
             .map_err(|error| match error.kind() {
             ErrorKind::ExpiredSignature => {
@@ -204,10 +215,7 @@ impl Authenticate for JwtAuthenticator {
             ErrorKind::InvalidToken
             | ErrorKind::Base64(_)
             | ErrorKind::Json(_)
-            | ErrorKind::Utf8(_) => AuthError::new(
-                AuthErrorKind::Malformed,
-                "the token is not a well-formed JWT",
-            ),
+            | ErrorKind::Utf8(_) => malformed(),
             _ => AuthError::new(AuthErrorKind::Invalid, "the token does not verify"),
         })?;
         let claims = data.claims;
@@ -242,6 +250,92 @@ impl Authenticate for JwtAuthenticator {
             identity = identity.with_session_id(sid);
         }
         Ok(identity)
+    }
+}
+
+fn malformed() -> AuthError {
+    AuthError::new(
+        AuthErrorKind::Malformed,
+        "the token is not a well-formed JWT",
+    )
+}
+
+/// Refuses a token whose protected header (its first segment) has a `crit` member.
+///
+/// jsonwebtoken reads `crit` but acts on none of it, so the header is decoded here. The
+/// work is bounded: the header is at most [`MAX_TOKEN_LEN`] bytes and is scanned without
+/// keeping its values.
+fn refuse_critical_extensions(token: &str) -> Result<(), AuthError> {
+    let encoded = token.split_once('.').map_or(token, |(header, _)| header);
+    if encoded.len() > MAX_TOKEN_LEN {
+        return Err(malformed());
+    }
+    let json = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| malformed())?;
+    let header: HeaderMembers = serde_json::from_slice(&json).map_err(|_| malformed())?;
+    if header.has_crit {
+        return Err(AuthError::new(
+            AuthErrorKind::Invalid,
+            "the token's header has a crit member; this verifier supports no critical extensions",
+        ));
+    }
+    Ok(())
+}
+
+/// What [`refuse_critical_extensions`] needs of a JOSE header: whether `crit` is there (with
+/// any value, `null` included). Anything but a JSON object does not deserialize.
+struct HeaderMembers {
+    has_crit: bool,
+}
+
+impl<'de> Deserialize<'de> for HeaderMembers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+
+        impl<'de> Visitor<'de> for Members {
+            type Value = HeaderMembers;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<HeaderMembers, M::Error> {
+                let mut has_crit = false;
+                while let Some(name) = map.next_key::<Name>()? {
+                    has_crit |= name.is_crit;
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Ok(HeaderMembers { has_crit })
+            }
+        }
+
+        deserializer.deserialize_map(Members)
+    }
+}
+
+/// A member name, compared with `crit` without being kept.
+struct Name {
+    is_crit: bool,
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+
+        impl Visitor<'_> for NameVisitor {
+            type Value = Name;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Name, E> {
+                Ok(Name {
+                    is_crit: name == "crit",
+                })
+            }
+        }
+
+        deserializer.deserialize_str(NameVisitor)
     }
 }
 
@@ -323,19 +417,103 @@ mod tests {
     }
 
     #[test]
-    fn issuer_and_audience_are_checked_when_set() {
+    fn issuer_and_audience_are_each_checked_when_set() {
         let verify = JwtAuthenticator::hs256(SECRET)
             .issuer("games")
             .audience("realtime");
+        let with = |iss: Option<&str>, aud: Option<&str>| {
+            let mut claims = Claims::new("alice", Role::Player, 60);
+            claims.iss = iss.map(str::to_owned);
+            claims.aud = aud.map(str::to_owned);
+            verify.authenticate(&issue_hs256(SECRET, &claims).unwrap())
+        };
+        assert!(with(Some("games"), Some("realtime")).is_ok());
+        // Each check alone refuses: the other claim is right every time.
+        for (iss, aud, what) in [
+            (None, Some("realtime"), "a missing iss"),
+            (Some("elsewhere"), Some("realtime"), "a wrong iss"),
+            (Some("games"), None, "a missing aud"),
+            (Some("games"), Some("elsewhere"), "a wrong aud"),
+        ] {
+            assert_eq!(
+                with(iss, aud).err().map(|error| error.kind()),
+                Some(AuthErrorKind::Invalid),
+                "{what} is refused"
+            );
+        }
+        // Unset, the issuer is not checked; and a token meant for some audience is refused
+        // by a verifier that names none.
+        let lenient = JwtAuthenticator::hs256(SECRET);
         let mut claims = Claims::new("alice", Role::Player, 60);
-        assert!(verify
-            .authenticate(&issue_hs256(SECRET, &claims).unwrap())
-            .is_err());
-        claims.iss = Some("games".into());
-        claims.aud = Some("realtime".into());
-        assert!(verify
+        claims.iss = Some("elsewhere".into());
+        assert!(lenient
             .authenticate(&issue_hs256(SECRET, &claims).unwrap())
             .is_ok());
+        claims.aud = Some("another-service".into());
+        assert_eq!(
+            lenient
+                .authenticate(&issue_hs256(SECRET, &claims).unwrap())
+                .unwrap_err()
+                .kind(),
+            AuthErrorKind::Invalid
+        );
+    }
+
+    /// An HS256 token with `header` as its protected header, signed with [`SECRET`].
+    fn signed_with_header(header: &str, claims: &Claims) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine as _;
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap())
+        );
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(SECRET),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        format!("{message}.{signature}")
+    }
+
+    #[test]
+    fn a_token_with_a_crit_header_is_refused() {
+        let verify = JwtAuthenticator::hs256(SECRET);
+        let claims = Claims::new("alice", Role::Player, 60);
+        for header in [
+            r#"{"alg":"HS256","typ":"JWT"}"#,
+            r#"{"alg":"HS256","typ":"JWT","kid":"k1","x-extra":{"n":1}}"#,
+        ] {
+            let token = signed_with_header(header, &claims);
+            assert_eq!(
+                verify.authenticate(&token).unwrap().player_id(),
+                "alice",
+                "{header} is accepted"
+            );
+        }
+        for header in [
+            r#"{"alg":"HS256","typ":"JWT","crit":["exp"]}"#,
+            r#"{"alg":"HS256","crit":["b64"],"b64":false}"#,
+            // The name as JSON escapes spell it is the same name.
+            r#"{"alg":"HS256","typ":"JWT","cr\u0069t":["exp"]}"#,
+            // RFC 7515 §4.1.11: an empty list, or anything but a list, is invalid too.
+            r#"{"alg":"HS256","typ":"JWT","crit":[]}"#,
+            r#"{"alg":"HS256","typ":"JWT","crit":"exp"}"#,
+            r#"{"alg":"HS256","typ":"JWT","crit":null}"#,
+        ] {
+            let token = signed_with_header(header, &claims);
+            let refused = verify.authenticate(&token).err();
+            assert_eq!(
+                refused.as_ref().map(AuthError::kind),
+                Some(AuthErrorKind::Invalid),
+                "{header} is refused"
+            );
+            let Some(error) = refused else { continue };
+            let message = error.to_string();
+            assert!(message.contains("crit"), "{message} says why");
+            assert!(!message.contains(&token), "the token is not echoed");
+        }
     }
 
     #[test]
