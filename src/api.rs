@@ -12,6 +12,15 @@
 //!
 //! - `PUT` / `DELETE /api/rooms/{room}/members/{player_id}` add or remove a member and
 //!   answer `{ "room", "player_id", "member", "changed" }`.
+//!
+//! A publish body larger than [`Dualcast::max_publish_body`] is answered `413`; one that
+//! does not arrive whole within [`Dualcast::publish_body_timeout`] is answered `408` with
+//! `Connection: close`.
+//!
+//! [`Dualcast::max_publish_body`]: crate::Dualcast::max_publish_body
+//! [`Dualcast::publish_body_timeout`]: crate::Dualcast::publish_body_timeout
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -20,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::body::ResponseBody;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorType};
 use crate::hub::Hub;
 use crate::message::{Message, MAX_TYPE_LEN};
 
@@ -59,17 +68,25 @@ struct PublishRequest {
     exclude: Option<Vec<String>>,
 }
 
-/// Reads a body of at most `limit` bytes.
-pub(crate) async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, ApiError>
+/// Reads a body of at most `limit` bytes that arrives whole within `timeout`.
+pub(crate) async fn read_body<B>(
+    body: B,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    match Limited::new(body, limit).collect().await {
+    let Ok(collected) = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await
+    else {
+        return Err(body_timeout(timeout));
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            crate::error::ErrorType::ValidationError,
+            ErrorType::ValidationError,
             "PAYLOAD_TOO_LARGE",
             format!("the request body is larger than {limit} bytes"),
         )
@@ -79,6 +96,22 @@ where
             "the request body could not be read",
         )),
     }
+}
+
+/// `408 connection_error`: the body came too slowly. The error is in the transfer, not in
+/// the body's content (which was never judged), and the same request over a faster
+/// connection would succeed. The rest of the body is not waited for, so the connection is
+/// not reused: `Connection: close`.
+fn body_timeout(timeout: Duration) -> ApiError {
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        ErrorType::ConnectionError,
+        "BODY_TIMEOUT",
+        format!("the request body did not arrive within {timeout_ms} ms"),
+    )
+    .detail("timeout_ms", timeout_ms)
+    .header(header::CONNECTION, HeaderValue::from_static("close"))
 }
 
 /// Publishes the JSON `body` to `target`.
@@ -253,7 +286,10 @@ mod tests {
         let hub = Hub::new();
         let (_guard, mut outbox) = hub.register("a", ConnectionKind::Sse, None).unwrap();
         publish(&hub, Target::Player("a"), br#"{"type":"x","v":3}"#).unwrap();
-        let frame = outbox.recv().await.unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(5), outbox.recv())
+            .await
+            .expect("the published frame in time")
+            .expect("the connection is open");
         let envelope: serde_json::Value = serde_json::from_str(frame.json()).unwrap();
         assert_eq!(envelope["data"], serde_json::Value::Null);
         assert_eq!(envelope["v"], 3);

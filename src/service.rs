@@ -15,6 +15,10 @@
 //! Everything but `/healthz` goes through [`AuthLayer`](crate::AuthLayer). Path segments are
 //! percent-decoded. Errors use the SPEC's JSON body.
 //!
+//! A publish body is bounded in size ([`max_publish_body`](Dualcast::max_publish_body),
+//! `413` past it) and in time ([`publish_body_timeout`](Dualcast::publish_body_timeout):
+//! the whole body within 10 s by default, `408` and the connection closed past it).
+//!
 //! ```no_run
 //! use dualcast::{Dualcast, Hub, JwtAuthenticator};
 //!
@@ -33,7 +37,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use dualcast_layers::auth::{Auth, AuthError, AuthErrorKind, Authenticate, Identity};
@@ -73,6 +77,7 @@ struct Settings {
     sse: SseSettings,
     websocket: WebSocketSettings,
     max_publish_body: usize,
+    publish_body_timeout: Duration,
 }
 
 impl<A> Dualcast<A> {
@@ -82,6 +87,7 @@ impl<A> Dualcast<A> {
             sse: SseSettings::default(),
             websocket: WebSocketSettings::default(),
             max_publish_body: 1024 * 1024,
+            publish_body_timeout: Duration::from_secs(10),
         };
         Self {
             routes: Routes {
@@ -110,6 +116,14 @@ impl<A> Dualcast<A> {
     /// Largest publish body accepted, in bytes; larger ones get `413`. Default: 1 MiB.
     pub fn max_publish_body(self, bytes: usize) -> Self {
         self.edit(|s| s.max_publish_body = bytes)
+    }
+
+    /// How long a publish body may take to arrive: the whole body must arrive within this
+    /// time of the service starting to read it; past it the request is answered `408` and
+    /// the connection is closed. This bounds what a slow (or trickling) client can hold
+    /// open. Default: 10 seconds.
+    pub fn publish_body_timeout(self, timeout: Duration) -> Self {
+        self.edit(|s| s.publish_body_timeout = timeout)
     }
 
     /// The hub this service serves.
@@ -344,7 +358,12 @@ impl Routes {
         B::Error: Into<BoxError>,
     {
         require_privileged(&request)?;
-        api::read_body(request.into_body(), self.settings.max_publish_body).await
+        api::read_body(
+            request.into_body(),
+            self.settings.max_publish_body,
+            self.settings.publish_body_timeout,
+        )
+        .await
     }
 }
 
