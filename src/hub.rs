@@ -960,4 +960,25 @@ mod tests {
             .unwrap()
             .unwrap();
     }
+
+    /// `shutdown` promises to resolve once every guard is dropped, however long that takes
+    /// (the caller bounds it): not after some delay of its own.
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_waits_for_a_guard_held_for_an_hour_and_resolves_once_it_is_dropped() {
+        use std::time::Duration;
+        let hub = Hub::new();
+        let (guard, _outbox) = hub.register("fay", ConnectionKind::Sse, None).unwrap();
+        let shutdown = hub.shutdown();
+        tokio::pin!(shutdown);
+        // The paused clock jumps to each timer as soon as nothing else can run: a shutdown
+        // that merely waited would be over long before the hour.
+        let early = tokio::time::timeout(Duration::from_secs(3600), &mut shutdown).await;
+        assert!(early.is_err(), "shutdown resolved while a guard lives");
+        assert_eq!(guard.end_reason(), Some(DisconnectReason::ServerShutdown));
+        drop(guard);
+        tokio::time::timeout(Duration::from_secs(1), &mut shutdown)
+            .await
+            .expect("shutdown resolves once the last guard is dropped");
+        assert_eq!(hub.connection_count(), 0);
+    }
 }

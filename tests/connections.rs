@@ -3,9 +3,51 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
-use dualcast::{ConnectionKind, DisconnectReason, Hub, HubEvent, Presence};
+use dualcast::{
+    ConnectionKind, DisconnectReason, Hub, HubEvent, Message, Presence, WebSocketSettings,
+};
 use serde_json::json;
+
+/// Messages of [`MIB`] bytes published to a client that stopped reading: far more than any
+/// loopback buffer holds (the stalled clients' receive buffers are 4 KiB, a send buffer is
+/// at most a few MiB), so the server is blocked in the middle of writing them.
+const BIG_MESSAGES: usize = 24;
+const MIB: usize = 1024 * 1024;
+
+/// How long after it opened a connection's credential expires in the tests of blocked
+/// writes: well after the burst is published (and the writer blocked on it).
+const LIFETIME: Duration = Duration::from_secs(1);
+
+/// Publishes [`BIG_MESSAGES`] messages of a MiB each to `player`'s only connection.
+fn publish_big_burst(hub: &Hub, player: &str) {
+    let big = Message::json("big", json!("b".repeat(MIB)));
+    for n in 0..BIG_MESSAGES {
+        let report = hub.send_to_player(player, &big);
+        assert_eq!((report.delivered, report.failed), (1, 0), "message {n}");
+    }
+}
+
+/// The burst's messages among `received` (what a stalled SSE client's socket held): only
+/// whole records count. Asserts that the writer got to the burst, and that it was blocked
+/// in the middle of it when the connection ended (not all of it arrived).
+fn assert_burst_was_cut_short(received: &[u8]) {
+    let text = String::from_utf8_lossy(received);
+    let whole = complete_sse_records(&text)
+        .iter()
+        .filter(|record| record.data.contains(r#""type":"big""#))
+        .count();
+    assert!(
+        text.contains(r#""type":"big""#),
+        "the writer had started on the burst when the connection ended"
+    );
+    assert!(
+        whole < BIG_MESSAGES,
+        "a write was blocked when the connection ended, yet all {whole} messages arrived"
+    );
+}
 
 #[tokio::test]
 async fn opening_a_second_connection_of_either_kind_never_closes_the_first() {
@@ -47,6 +89,12 @@ async fn opening_a_second_connection_of_either_kind_never_closes_the_first() {
     ] {
         assert_eq!(envelope["type"], "still-here");
     }
+    let sentinel = publish_sentinel(&server.hub);
+    first_ws.expect_next_is_sentinel(&sentinel).await;
+    second_ws.expect_next_is_sentinel(&sentinel).await;
+    third_ws.expect_next_is_sentinel(&sentinel).await;
+    first_sse.expect_next_is_sentinel(&sentinel).await;
+    second_sse.expect_next_is_sentinel(&sentinel).await;
 }
 
 #[tokio::test]
@@ -55,26 +103,52 @@ async fn presence_is_online_while_any_connection_lives_and_offline_after_the_las
     let mut events = server.hub.subscribe();
     let token = player_token("bob");
     assert_eq!(server.hub.presence("bob"), Presence::Offline);
+    let online = HubEvent::Presence {
+        player_id: "bob".into(),
+        presence: Presence::Online,
+    };
 
+    // The first connection brings the player online, and an event says so right after its
+    // own; the second one changes nothing.
     let mut ws = server.ws("/api/ws", &token).await;
     let sse = server.sse("/sse/bob", &token).await;
     assert_eq!(server.hub.presence("bob"), Presence::Online);
-
-    ws.socket.close(None).await.unwrap();
-    let closed = wait_for(&mut events, |e| {
+    let opened = next_event(&mut events).await;
+    assert!(
         matches!(
-            e,
-            HubEvent::Disconnected {
+            opened,
+            HubEvent::Connected {
                 kind: ConnectionKind::WebSocket,
                 ..
             }
-        )
-    })
-    .await;
-    let HubEvent::Disconnected { reason, .. } = closed else {
-        unreachable!()
+        ),
+        "{opened:?}"
+    );
+    assert_eq!(next_event(&mut events).await, online);
+    let opened = next_event(&mut events).await;
+    assert!(
+        matches!(
+            opened,
+            HubEvent::Connected {
+                kind: ConnectionKind::Sse,
+                ..
+            }
+        ),
+        "{opened:?}"
+    );
+
+    within("the close frame sent", ws.socket.close(None))
+        .await
+        .unwrap();
+    // The next event: the WebSocket left (the second connection sent no second `Online`).
+    let closed = next_event(&mut events).await;
+    let HubEvent::Disconnected { reason, kind, .. } = closed else {
+        panic!("expected the WebSocket's disconnect, got {closed:?}")
     };
-    assert_eq!(reason, DisconnectReason::ClientClosed);
+    assert_eq!(
+        (kind, reason),
+        (ConnectionKind::WebSocket, DisconnectReason::ClientClosed)
+    );
     assert_eq!(
         server.hub.presence("bob"),
         Presence::Online,
@@ -82,16 +156,24 @@ async fn presence_is_online_while_any_connection_lives_and_offline_after_the_las
     );
 
     drop(sse);
-    wait_for(&mut events, |e| {
+    let closed = next_event(&mut events).await;
+    assert!(
         matches!(
-            e,
-            HubEvent::Presence {
-                presence: Presence::Offline,
+            closed,
+            HubEvent::Disconnected {
+                kind: ConnectionKind::Sse,
                 ..
             }
-        )
-    })
-    .await;
+        ),
+        "{closed:?}"
+    );
+    assert_eq!(
+        next_event(&mut events).await,
+        HubEvent::Presence {
+            player_id: "bob".into(),
+            presence: Presence::Offline,
+        }
+    );
     assert_eq!(server.hub.presence("bob"), Presence::Offline);
     assert_eq!(server.hub.connection_count(), 0);
 }
@@ -169,6 +251,10 @@ async fn a_connection_that_cannot_take_a_message_is_removed_during_delivery_and_
         (Some(1), Some(0)),
         "counted once"
     );
+    assert_eq!(healthy.next_json().await["type"], "after");
+    healthy
+        .expect_next_is_sentinel(&publish_sentinel(&server.hub))
+        .await;
 }
 
 #[tokio::test]
@@ -183,8 +269,11 @@ async fn shutdown_tells_every_client_why_before_closing() {
     let (code, reason) = ws.next_close().await;
     assert_eq!((code, reason.as_str()), (1001, "server_shutdown"));
     let disconnect = sse.next_named("disconnect").await;
-    assert_eq!(disconnect["reason"], "server_shutdown");
-    assert_eq!(disconnect["reconnect"], true);
+    assert_eq!(
+        disconnect,
+        json!({"reason": "server_shutdown", "code": 1001, "reconnect": true, "recover": true}),
+        "come back, and ask for what was missed"
+    );
     sse.closed().await;
     drop(ws);
     tokio::time::timeout(WAIT * 3, shutdown)
@@ -196,29 +285,36 @@ async fn shutdown_tells_every_client_why_before_closing() {
 
 #[tokio::test]
 async fn a_connection_whose_client_stops_reading_still_ends_when_its_token_expires() {
-    let server = TestServer::start().await;
+    let server =
+        TestServer::start_with_authenticator(Hub::new(), ExpiresAfter::new(LIFETIME), |app| {
+            app.websocket(WebSocketSettings::new().close_timeout(Duration::from_millis(500)))
+        })
+        .await;
     let mut events = server.hub.subscribe();
-    let token = expiring_token("frank");
-    let _stalled = server.stalled_ws("/api/ws", &token).await;
+    let mut stalled = server.stalled_ws("/api/ws", &player_token("frank")).await;
 
-    // Enough to fill the socket buffers, far less than the outbox holds.
-    let payload = "y".repeat(64 * 1024);
-    for _ in 0..40 {
-        let (status, report) = server
-            .post(
-                "/api/players/frank/messages",
-                &service_token(),
-                json!({"type": "big", "data": payload}),
-            )
-            .await;
-        assert_eq!((status.as_u16(), report["failed"].as_u64()), (200, Some(0)));
-    }
-    let (_, reason) = wait_for_disconnect(&mut events).await;
+    publish_big_burst(&server.hub, "frank");
+    let (_, reason) = wait_for_disconnect_within(WAIT * 2, &mut events).await;
     assert_eq!(
         reason,
         DisconnectReason::AuthExpired,
         "a blocked write does not hold the connection open"
     );
+
+    // The client reads again: what the socket buffers held, and then the end.
+    let (received, close) = stalled.rest_until_closed().await;
+    assert!(
+        !received.is_empty() && received.iter().all(|m| m["type"] == "big"),
+        "the writer had started on the burst"
+    );
+    assert!(
+        received.len() < BIG_MESSAGES,
+        "a write was blocked when the connection ended, yet all {} messages arrived",
+        received.len()
+    );
+    if let Some(close) = close {
+        assert_eq!(close, (4002, "auth_expired".to_owned()));
+    }
 }
 
 #[tokio::test]
@@ -245,6 +341,8 @@ async fn a_ping_is_answered_and_delivery_goes_on() {
         )
         .await;
     assert_eq!(ws.next_json().await["type"], "after-ping");
+    ws.expect_next_is_sentinel(&publish_sentinel(&server.hub))
+        .await;
     assert_eq!(server.hub.connections_of("gina").len(), 1);
 }
 
@@ -262,54 +360,38 @@ async fn an_sse_client_that_hangs_up_leaves_the_hub_without_waiting_for_a_write(
 
 #[tokio::test]
 async fn an_sse_client_that_stops_reading_still_ends_when_its_token_expires() {
-    let server = TestServer::start().await;
-    let mut events = server.hub.subscribe();
-    let token = expiring_token("jill");
-    let _stalled = server.stalled_sse("/sse/jill", &token).await;
-    wait_for(&mut events, |e| matches!(e, HubEvent::Connected { .. })).await;
-    let payload = "z".repeat(64 * 1024);
-    for _ in 0..60 {
-        let (status, _) = server
-            .post(
-                "/api/players/jill/messages",
-                &service_token(),
-                json!({"type": "big", "data": payload}),
-            )
+    let server =
+        TestServer::start_with_authenticator(Hub::new(), ExpiresAfter::new(LIFETIME), |app| app)
             .await;
-        assert_eq!(status, 200);
-    }
-    let (_, reason) = wait_for_disconnect(&mut events).await;
+    let mut events = server.hub.subscribe();
+    let mut stalled = server.stalled_sse("/sse/jill", &player_token("jill")).await;
+    wait_for(&mut events, |e| matches!(e, HubEvent::Connected { .. })).await;
+
+    publish_big_burst(&server.hub, "jill");
+    // The credential's expiry, then up to 2 s for the last events to go out.
+    let (_, reason) = wait_for_disconnect_within(WAIT * 2, &mut events).await;
     assert_eq!(
         reason,
         DisconnectReason::AuthExpired,
         "a blocked write does not hold the stream open"
     );
+    assert_burst_was_cut_short(&read_to_end(&mut stalled).await);
 }
 
 #[tokio::test]
 async fn shutdown_is_not_held_up_by_an_sse_client_that_stopped_reading() {
-    let hub = Hub::builder().outbox_capacity(8).build();
-    let server = TestServer::start_with(hub, |app| app).await;
+    let server = TestServer::start().await;
     let hub = server.hub.clone();
     let mut events = hub.subscribe();
-    let _stalled = server.stalled_sse("/sse/kim", &player_token("kim")).await;
+    let mut stalled = server.stalled_sse("/sse/kim", &player_token("kim")).await;
     wait_for(&mut events, |e| matches!(e, HubEvent::Connected { .. })).await;
-    let payload = "q".repeat(64 * 1024);
-    for _ in 0..6 {
-        server
-            .post(
-                "/api/players/kim/messages",
-                &service_token(),
-                json!({"type": "big", "data": payload}),
-            )
-            .await;
-    }
+
+    // The stream's writer is woken by the first message, before the server hears of the
+    // shutdown, so it is blocked in the middle of the burst when the connection ends.
+    publish_big_burst(&hub, "kim");
     // Well under serve's 10 s grace period: the stream is dropped once its last events
     // cannot go out within the 2 s close timeout.
-    tokio::time::timeout(WAIT, server.shutdown())
-        .await
-        .expect("shutdown finished");
-    tokio::time::timeout(WAIT, hub.shutdown())
-        .await
-        .expect("every guard was dropped");
+    within("the end of the server's shutdown", server.shutdown()).await;
+    within("every guard dropped", hub.shutdown()).await;
+    assert_burst_was_cut_short(&read_to_end(&mut stalled).await);
 }

@@ -44,6 +44,12 @@ async fn two_websockets_and_one_sse_stream_of_one_player_all_receive_a_personal_
     assert_eq!(a["id"], b["id"]);
     assert_eq!(b["id"], c["id"]);
     assert!(a.get("room").is_none(), "no room on a personal message");
+
+    // Each connection got the message once: the next thing on each is the sentinel.
+    let sentinel = publish_sentinel(&server.hub);
+    ws_a.expect_next_is_sentinel(&sentinel).await;
+    ws_b.expect_next_is_sentinel(&sentinel).await;
+    sse.expect_next_is_sentinel(&sentinel).await;
 }
 
 #[tokio::test]
@@ -102,6 +108,11 @@ async fn a_room_broadcast_reaches_every_connection_of_every_member_and_no_one_el
         )
         .await;
     assert_eq!(carol_ws.next_json().await["type"], "private");
+    let sentinel = publish_sentinel(&server.hub);
+    carol_ws.expect_next_is_sentinel(&sentinel).await;
+    alice_ws.expect_next_is_sentinel(&sentinel).await;
+    alice_sse.expect_next_is_sentinel(&sentinel).await;
+    bob_sse.expect_next_is_sentinel(&sentinel).await;
 
     // Leaving the room ends delivery to that member.
     let (status, body) = server
@@ -127,6 +138,13 @@ async fn a_room_broadcast_reaches_every_connection_of_every_member_and_no_one_el
         (report["delivered"].as_u64(), report["players"].as_u64()),
         (Some(2), Some(1))
     );
+    assert_eq!(alice_ws.next_json().await["id"], report["id"]);
+    assert_eq!(alice_sse.next_json().await["id"], report["id"]);
+    let sentinel = publish_sentinel(&server.hub);
+    alice_ws.expect_next_is_sentinel(&sentinel).await;
+    alice_sse.expect_next_is_sentinel(&sentinel).await;
+    bob_sse.expect_next_is_sentinel(&sentinel).await;
+    carol_ws.expect_next_is_sentinel(&sentinel).await;
 }
 
 #[tokio::test]
@@ -178,6 +196,9 @@ async fn excluded_players_receive_nothing_from_a_room_or_a_global_broadcast() {
     assert_eq!(alice.next_json().await["type"], "last");
     assert_eq!(bob.next_json().await["type"], "room");
     assert_eq!(bob.next_json().await["type"], "last");
+    let sentinel = publish_sentinel(&server.hub);
+    alice.expect_next_is_sentinel(&sentinel).await;
+    bob.expect_next_is_sentinel(&sentinel).await;
 }
 
 #[tokio::test]
@@ -209,6 +230,8 @@ async fn a_global_broadcast_reaches_an_sse_only_player() {
         ),
         (Some("news"), Some(2), Some("up"))
     );
+    sse.expect_next_is_sentinel(&publish_sentinel(&server.hub))
+        .await;
 }
 
 #[tokio::test]
@@ -251,13 +274,15 @@ async fn bad_publish_bodies_get_400_validation_errors_and_deliver_nothing() {
         "ok",
         "nothing from the refused publishes arrived first"
     );
+    sse.expect_next_is_sentinel(&publish_sentinel(&server.hub))
+        .await;
 }
 
 #[tokio::test]
 async fn a_plus_sign_in_a_path_names_the_player_with_a_plus_sign() {
     let server = TestServer::start().await;
     let mut plus = server.sse("/sse/a+b", &player_token("a+b")).await;
-    let _space = server.sse("/api/sse", &player_token("a b")).await;
+    let mut space = server.sse("/api/sse", &player_token("a b")).await;
     let (_, report) = server
         .post(
             "/api/players/a+b/messages",
@@ -278,6 +303,10 @@ async fn a_plus_sign_in_a_path_names_the_player_with_a_plus_sign() {
         )
         .await;
     assert_eq!(report["delivered"], 1, "%20 is a space");
+    assert_eq!(space.next_json().await["type"], "for-space");
+    let sentinel = publish_sentinel(&server.hub);
+    plus.expect_next_is_sentinel(&sentinel).await;
+    space.expect_next_is_sentinel(&sentinel).await;
 }
 
 #[tokio::test]
@@ -300,4 +329,7 @@ async fn pretty_printed_data_arrives_whole_on_sse_and_websocket() {
             json!({"a": [1, 2], "text": "line\nbreak"})
         );
     }
+    let sentinel = publish_sentinel(&server.hub);
+    sse.expect_next_is_sentinel(&sentinel).await;
+    ws.expect_next_is_sentinel(&sentinel).await;
 }

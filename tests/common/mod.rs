@@ -1,12 +1,17 @@
 //! A real server on 127.0.0.1:0 and real clients: tokio-tungstenite for WebSocket, a hyper
 //! client reading the SSE stream, a hyper client for the HTTP API.
+//!
+//! Every await in these helpers is bounded by [`WAIT`] and panics saying what did not
+//! arrive, so a bug shows up as a failure rather than a hang.
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use dualcast::dualcast_layers::auth::AuthError;
 use dualcast::dualcast_layers::jwt::{issue_hs256, Claims};
-use dualcast::{Dualcast, Hub, HubEvent, JwtAuthenticator, Role};
+use dualcast::{Authenticate, Dualcast, Hub, HubEvent, Identity, JwtAuthenticator, Message, Role};
 use futures_util::StreamExt;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -18,10 +23,26 @@ use tokio::sync::{broadcast, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
+use tower::Service;
 
 pub const SECRET: &[u8] = b"integration-test-secret-of-32-bytes!";
 /// How long a test waits for something that should happen at once.
 pub const WAIT: Duration = Duration::from_secs(5);
+/// The `type` of the message [`publish_sentinel`] sends.
+pub const SENTINEL: &str = "sentinel";
+
+/// `future`'s output, or a panic naming `what` did not happen within [`WAIT`].
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    within_for(WAIT, what, future).await
+}
+
+/// `future`'s output, or a panic naming `what` did not happen within `limit`.
+pub async fn within_for<F: Future>(limit: Duration, what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(limit, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("{what}: nothing within {limit:?}"),
+    }
+}
 
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
@@ -35,13 +56,26 @@ impl TestServer {
         Self::start_with(Hub::new(), |app| app).await
     }
 
+    /// `dualcast::serve` over `hub`, the service configured by `configure`.
     pub async fn start_with(
         hub: Hub,
         configure: impl FnOnce(Dualcast<JwtAuthenticator>) -> Dualcast<JwtAuthenticator>,
     ) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_with_authenticator(hub, JwtAuthenticator::hs256(SECRET), configure).await
+    }
+
+    /// `dualcast::serve` over `hub`, verifying credentials with `authenticator`.
+    pub async fn start_with_authenticator<A>(
+        hub: Hub,
+        authenticator: A,
+        configure: impl FnOnce(Dualcast<A>) -> Dualcast<A>,
+    ) -> Self
+    where
+        A: Authenticate + Clone + Send + Sync + 'static,
+    {
+        let listener = bind().await;
         let addr = listener.local_addr().unwrap();
-        let app = configure(Dualcast::new(hub.clone(), JwtAuthenticator::hs256(SECRET)));
+        let app = configure(Dualcast::new(hub.clone(), authenticator));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             dualcast::serve(listener, app, async {
@@ -58,16 +92,59 @@ impl TestServer {
         }
     }
 
+    /// dualcast served by a host's own hyper accept loop (as in `tests/embedding.rs`), not
+    /// by `dualcast::serve`: every request, SSE streams included, goes through hyper.
+    /// On [`shutdown`](Self::shutdown) the loop stops accepting and shuts the hub down.
+    pub async fn start_hosted(hub: Hub) -> Self {
+        let listener = bind().await;
+        let addr = listener.local_addr().unwrap();
+        let app = Dualcast::new(hub.clone(), JwtAuthenticator::hs256(SECRET));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let draining = hub.clone();
+        let task = tokio::spawn(async move {
+            let accept = async {
+                loop {
+                    let (stream, _) = listener.accept().await.expect("accept");
+                    let app = app.clone();
+                    tokio::spawn(async move {
+                        let service =
+                            hyper::service::service_fn(move |request: Request<Incoming>| {
+                                app.clone().call(request)
+                            });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades()
+                            .await;
+                    });
+                }
+            };
+            tokio::select! {
+                _ = stopped => {}
+                () = accept => {}
+            }
+            within("every connection guard dropped", draining.shutdown()).await;
+        });
+        Self {
+            addr,
+            hub,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
     /// Stops the server and waits for its graceful shutdown to finish.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(15), task)
-                .await
-                .unwrap()
-                .unwrap();
+            within_for(
+                Duration::from_secs(15),
+                "the server's graceful shutdown",
+                task,
+            )
+            .await
+            .expect("the server task did not panic");
         }
     }
 
@@ -99,8 +176,13 @@ impl TestServer {
                 value.parse().unwrap(),
             );
         }
-        let stream = TcpStream::connect(self.addr).await.unwrap();
-        match tokio_tungstenite::client_async(request, stream).await {
+        let stream = self.connect().await;
+        let handshake = within(
+            &format!("the WebSocket handshake answer for {path}"),
+            tokio_tungstenite::client_async(request, stream),
+        )
+        .await;
+        match handshake {
             Ok((socket, response)) => Ok(WsClient { socket, response }),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 let status = response.status();
@@ -113,9 +195,7 @@ impl TestServer {
 
     /// A WebSocket whose client reads nothing and has a tiny receive buffer.
     pub async fn stalled_ws(&self, path: &str, token: &str) -> WsClient {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let stream = socket.connect(self.addr).await.unwrap();
+        let stream = self.connect_with_tiny_receive_buffer().await;
         let mut request = format!("ws://{}{}", self.addr, path)
             .into_client_request()
             .unwrap();
@@ -123,24 +203,47 @@ impl TestServer {
             "sec-websocket-protocol",
             format!("bearer, {token}").parse().unwrap(),
         );
-        let (socket, response) = tokio_tungstenite::client_async(request, stream)
-            .await
-            .unwrap();
+        let (socket, response) = within(
+            &format!("the WebSocket handshake answer for {path}"),
+            tokio_tungstenite::client_async(request, stream),
+        )
+        .await
+        .expect("the handshake succeeds");
         WsClient { socket, response }
     }
 
     /// An SSE request from a client that reads nothing and has a tiny receive buffer.
     pub async fn stalled_sse(&self, path: &str, token: &str) -> TcpStream {
         use tokio::io::AsyncWriteExt;
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let mut stream = socket.connect(self.addr).await.unwrap();
+        let mut stream = self.connect_with_tiny_receive_buffer().await;
         let request = format!(
             "GET {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {token}\r\n\r\n",
             self.addr
         );
-        stream.write_all(request.as_bytes()).await.unwrap();
+        within(
+            "the request head written",
+            stream.write_all(request.as_bytes()),
+        )
+        .await
+        .unwrap();
         stream
+    }
+
+    async fn connect(&self) -> TcpStream {
+        within(
+            "a TCP connection to the server",
+            TcpStream::connect(self.addr),
+        )
+        .await
+        .expect("the server accepts connections")
+    }
+
+    async fn connect_with_tiny_receive_buffer(&self) -> TcpStream {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        within("a TCP connection to the server", socket.connect(self.addr))
+            .await
+            .expect("the server accepts connections")
     }
 
     pub async fn sse(&self, path: &str, token: &str) -> SseClient {
@@ -169,8 +272,10 @@ impl TestServer {
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         assert_eq!(response.headers()["cache-control"], "no-cache");
         assert_eq!(response.headers()["x-accel-buffering"], "no");
+        let (parts, body) = response.into_parts();
         let mut client = SseClient {
-            body: response.into_body(),
+            headers: parts.headers,
+            body,
             buffer: String::new(),
         };
         let opening = client.next_record().await;
@@ -178,13 +283,24 @@ impl TestServer {
         (status, Some(client))
     }
 
+    /// Sends `request` on a new connection; the response head.
     pub async fn send(&self, request: Request<Full<Bytes>>) -> http::Response<Incoming> {
-        let stream = TcpStream::connect(self.addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
+        let stream = self.connect().await;
+        let (mut sender, connection) = within(
+            "the HTTP client handshake",
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+        )
+        .await
+        .unwrap();
         tokio::spawn(connection);
-        sender.send_request(request).await.unwrap()
+        let what = format!(
+            "the response head to {} {}",
+            request.method(),
+            request.uri()
+        );
+        within(&what, sender.send_request(request))
+            .await
+            .expect("a response")
     }
 
     /// An HTTP request with a JSON (or empty) body; answers the status and the JSON body.
@@ -212,7 +328,13 @@ impl TestServer {
             )
             .await;
         let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let bytes = within(
+            &format!("the whole response body to {method} {path}"),
+            response.into_body().collect(),
+        )
+        .await
+        .expect("a readable body")
+        .to_bytes();
         (
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
@@ -232,6 +354,15 @@ impl Drop for TestServer {
     }
 }
 
+async fn bind() -> tokio::net::TcpListener {
+    within(
+        "a listener on 127.0.0.1:0",
+        tokio::net::TcpListener::bind("127.0.0.1:0"),
+    )
+    .await
+    .unwrap()
+}
+
 pub fn token(player: &str, role: Role) -> String {
     issue_hs256(SECRET, &Claims::new(player, role, 3600)).unwrap()
 }
@@ -239,7 +370,7 @@ pub fn token(player: &str, role: Role) -> String {
 /// A player token accepted for one or two more seconds: its `exp` passed 28 s ago and the
 /// verifier allows 30 s of leeway (`exp` has whole-second precision).
 pub fn expiring_token(player: &str) -> String {
-    let now = std::time::SystemTime::now()
+    let now = SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
@@ -258,6 +389,85 @@ pub fn service_token() -> String {
     token("backend", Role::Service)
 }
 
+/// Verifies tokens as the JWT authenticator does, but every identity it gives expires
+/// `lifetime` after it was authenticated: a connection's expiry at a precise moment,
+/// without waiting for a whole-second `exp` to come around.
+#[derive(Clone)]
+pub struct ExpiresAfter {
+    jwt: JwtAuthenticator,
+    lifetime: Duration,
+}
+
+impl ExpiresAfter {
+    pub fn new(lifetime: Duration) -> Self {
+        Self {
+            jwt: JwtAuthenticator::hs256(SECRET),
+            lifetime,
+        }
+    }
+}
+
+impl Authenticate for ExpiresAfter {
+    fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+        let identity = self.jwt.authenticate(token)?;
+        Ok(identity.with_expiry(SystemTime::now() + self.lifetime))
+    }
+}
+
+/// Publishes a sentinel (type [`SENTINEL`]) to every connection; its id. Per connection,
+/// messages arrive in publish order, so the sentinel is the next message on a connection
+/// that was sent nothing more than the test read: see
+/// [`Envelopes::expect_next_is_sentinel`].
+pub fn publish_sentinel(hub: &Hub) -> String {
+    let report = hub.broadcast_global(&Message::json(SENTINEL, Value::Null), &[]);
+    report.id.to_string()
+}
+
+/// A client that receives envelopes: a WebSocket or an SSE stream.
+#[allow(async_fn_in_trait)]
+pub trait Envelopes {
+    /// The next message's envelope, skipping what is not a message (pings, comments).
+    async fn next_envelope(&mut self) -> Value;
+
+    /// Asserts that the next message is the sentinel `id` from [`publish_sentinel`]: nothing
+    /// else arrived after what the test read (no duplicate, nothing unexpected).
+    async fn expect_next_is_sentinel(&mut self, id: &str) {
+        let next = self.next_envelope().await;
+        assert_eq!(
+            (next["type"].as_str(), next["id"].as_str()),
+            (Some(SENTINEL), Some(id)),
+            "the sentinel was the next message; instead: {}",
+            abbreviated(&next)
+        );
+    }
+}
+
+impl Envelopes for WsClient {
+    async fn next_envelope(&mut self) -> Value {
+        self.next_json().await
+    }
+}
+
+impl Envelopes for SseClient {
+    async fn next_envelope(&mut self) -> Value {
+        self.next_json().await
+    }
+}
+
+/// `value` as JSON, cut to a readable length.
+pub fn abbreviated(value: &Value) -> String {
+    let mut text = value.to_string();
+    if text.len() > 300 {
+        let mut end = 300;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
 pub struct WsClient {
     pub socket: WebSocketStream<TcpStream>,
     pub response: http::Response<Option<Vec<u8>>>,
@@ -267,9 +477,8 @@ impl WsClient {
     /// The next text frame as JSON, skipping pings.
     pub async fn next_json(&mut self) -> Value {
         loop {
-            let message = tokio::time::timeout(WAIT, self.socket.next())
+            let message = within("a WebSocket message", self.socket.next())
                 .await
-                .expect("a WebSocket message in time")
                 .expect("the socket is open")
                 .expect("a valid frame");
             match message {
@@ -283,9 +492,7 @@ impl WsClient {
     /// The close frame's code and reason.
     pub async fn next_close(&mut self) -> (u16, String) {
         loop {
-            let message = tokio::time::timeout(WAIT, self.socket.next())
-                .await
-                .expect("a close in time");
+            let message = within("a WebSocket close frame", self.socket.next()).await;
             match message {
                 Some(Ok(WsMessage::Close(Some(frame)))) => {
                     return (frame.code.into(), frame.reason.to_string())
@@ -295,9 +502,32 @@ impl WsClient {
             }
         }
     }
+
+    /// Reads what is left: every whole text frame until the close frame (its code and
+    /// reason) or the end of the stream (`None`).
+    pub async fn rest_until_closed(&mut self) -> (Vec<Value>, Option<(u16, String)>) {
+        let mut messages = Vec::new();
+        loop {
+            match within("the rest of the WebSocket", self.socket.next()).await {
+                Some(Ok(WsMessage::Text(text))) => {
+                    messages.push(serde_json::from_str(&text).expect("whole JSON"))
+                }
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                Some(Ok(WsMessage::Close(frame))) => {
+                    let frame = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                    return (messages, frame);
+                }
+                Some(Ok(other)) => panic!("expected a text or close frame, got {other:?}"),
+                // The socket was dropped (maybe in the middle of a frame).
+                Some(Err(_)) | None => return (messages, None),
+            }
+        }
+    }
 }
 
 pub struct SseClient {
+    /// The response headers.
+    pub headers: http::HeaderMap,
     body: Incoming,
     buffer: String,
 }
@@ -310,32 +540,59 @@ pub struct SseRecord {
     pub is_comment: bool,
 }
 
+impl SseRecord {
+    /// Parses one record (without its blank line).
+    pub fn parse(raw: &str) -> Self {
+        let mut record = SseRecord::default();
+        let mut fields = 0;
+        for line in raw.lines() {
+            if let Some(value) = line.strip_prefix("id: ") {
+                record.id = Some(value.to_owned());
+                fields += 1;
+            } else if let Some(value) = line.strip_prefix("event: ") {
+                record.event = Some(value.to_owned());
+                fields += 1;
+            } else if let Some(value) = line.strip_prefix("data: ") {
+                record.data.push_str(value);
+                fields += 1;
+            }
+        }
+        record.is_comment = fields == 0;
+        record
+    }
+}
+
+/// The complete records in `text` (a record is whole once its blank line arrived); a
+/// trailing partial record is left out.
+pub fn complete_sse_records(text: &str) -> Vec<SseRecord> {
+    let mut records: Vec<&str> = text.split("\n\n").collect();
+    records.pop(); // after the last blank line: a partial record, or nothing
+    records.into_iter().map(SseRecord::parse).collect()
+}
+
+/// Reads `stream` to its end (or until it fails, e.g. reset); every byte that arrived.
+pub async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        match within("the rest of the stream", stream.read(&mut buffer)).await {
+            Ok(0) | Err(_) => return received,
+            Ok(read) => received.extend_from_slice(&buffer[..read]),
+        }
+    }
+}
+
 impl SseClient {
     /// The next record (an event, or a comment-only record).
     pub async fn next_record(&mut self) -> SseRecord {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let raw: String = self.buffer.drain(..end + 2).collect();
-                let mut record = SseRecord::default();
-                let mut fields = 0;
-                for line in raw.lines() {
-                    if let Some(value) = line.strip_prefix("id: ") {
-                        record.id = Some(value.to_owned());
-                        fields += 1;
-                    } else if let Some(value) = line.strip_prefix("event: ") {
-                        record.event = Some(value.to_owned());
-                        fields += 1;
-                    } else if let Some(value) = line.strip_prefix("data: ") {
-                        record.data.push_str(value);
-                        fields += 1;
-                    }
-                }
-                record.is_comment = fields == 0;
-                return record;
+                return SseRecord::parse(&raw);
             }
-            let frame = tokio::time::timeout(WAIT, self.body.frame())
+            let frame = within("SSE bytes", self.body.frame())
                 .await
-                .expect("SSE bytes in time")
                 .expect("the stream is open")
                 .expect("a readable frame");
             if let Ok(data) = frame.into_data() {
@@ -375,10 +632,7 @@ impl SseClient {
     /// Waits for the end of the stream.
     pub async fn closed(mut self) {
         loop {
-            match tokio::time::timeout(WAIT, self.body.frame())
-                .await
-                .expect("the end of the stream in time")
-            {
+            match within("the end of the SSE stream", self.body.frame()).await {
                 None | Some(Err(_)) => return,
                 Some(Ok(_)) => continue,
             }
@@ -391,7 +645,16 @@ pub async fn wait_for(
     events: &mut broadcast::Receiver<HubEvent>,
     predicate: impl Fn(&HubEvent) -> bool,
 ) -> HubEvent {
-    tokio::time::timeout(WAIT, async {
+    wait_for_within(WAIT, events, predicate).await
+}
+
+/// Waits up to `limit` for the first hub event matching `predicate`.
+pub async fn wait_for_within(
+    limit: Duration,
+    events: &mut broadcast::Receiver<HubEvent>,
+    predicate: impl Fn(&HubEvent) -> bool,
+) -> HubEvent {
+    within_for(limit, "the awaited hub event", async {
         loop {
             let event = events.recv().await.expect("the hub is alive");
             if predicate(&event) {
@@ -400,14 +663,32 @@ pub async fn wait_for(
         }
     })
     .await
-    .expect("the hub event in time")
+}
+
+/// The next hub event, whatever it is.
+pub async fn next_event(events: &mut broadcast::Receiver<HubEvent>) -> HubEvent {
+    within("the next hub event", events.recv())
+        .await
+        .expect("the hub is alive and the receiver kept up")
 }
 
 /// Waits for the next connection to leave the hub; its kind and reason.
 pub async fn wait_for_disconnect(
     events: &mut broadcast::Receiver<HubEvent>,
 ) -> (dualcast::ConnectionKind, dualcast::DisconnectReason) {
-    match wait_for(events, |e| matches!(e, HubEvent::Disconnected { .. })).await {
+    wait_for_disconnect_within(WAIT, events).await
+}
+
+/// [`wait_for_disconnect`], waiting up to `limit`.
+pub async fn wait_for_disconnect_within(
+    limit: Duration,
+    events: &mut broadcast::Receiver<HubEvent>,
+) -> (dualcast::ConnectionKind, dualcast::DisconnectReason) {
+    match wait_for_within(limit, events, |e| {
+        matches!(e, HubEvent::Disconnected { .. })
+    })
+    .await
+    {
         HubEvent::Disconnected { kind, reason, .. } => (kind, reason),
         other => unreachable!("wait_for returned {other:?}"),
     }
