@@ -29,7 +29,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::body::ResponseBody;
 use crate::connection::DisconnectReason;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorType};
 use crate::hub::{ConnectionGuard, Outbox};
 use crate::message::Frame;
 use crate::write_batch::WriteBatch;
@@ -41,6 +41,7 @@ pub struct WebSocketSettings {
     read_buffer_size: usize,
     write_buffer_size: usize,
     max_message_size: usize,
+    max_pong_backlog: usize,
     close_timeout: Duration,
 }
 
@@ -50,6 +51,7 @@ impl Default for WebSocketSettings {
             read_buffer_size: 2 * 1024,
             write_buffer_size: 16 * 1024,
             max_message_size: 64 * 1024,
+            max_pong_backlog: 16 * 1024,
             close_timeout: Duration::from_secs(2),
         }
     }
@@ -83,6 +85,16 @@ impl WebSocketSettings {
         self
     }
 
+    /// Bytes of pong replies a client may leave unread before it is ended with
+    /// `slow_consumer` (SPEC §7: the pong backlog is bounded). Every ping is answered; a
+    /// client that keeps pinging while it reads nothing piles the answers up in the server,
+    /// and this is as far as that pile may grow. Default: 16 KiB (over a hundred pongs of
+    /// the largest size). Minimum: 256 bytes.
+    pub fn max_pong_backlog(mut self, bytes: usize) -> Self {
+        self.max_pong_backlog = bytes.max(256);
+        self
+    }
+
     /// How long a closing connection may take to finish a half-written batch, send its close
     /// frame and get the answer; past it the socket is dropped. Default: 2 s.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
@@ -91,17 +103,24 @@ impl WebSocketSettings {
     }
 
     fn tungstenite(&self) -> WebSocketConfig {
+        // tungstenite's own write buffer holds only control frames (pongs, the close frame):
+        // messages are written around it. The pong backlog ends the connection before this
+        // bound is reached; the slack leaves room for the close frame.
+        let max_write_buffer = self
+            .write_buffer_size
+            .saturating_add(self.max_pong_backlog)
+            .saturating_add(1024);
         WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_size)
             .write_buffer_size(self.write_buffer_size)
-            .max_write_buffer_size(usize::MAX)
+            .max_write_buffer_size(max_write_buffer)
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size))
     }
 }
 
-/// Why a request is not a usable WebSocket upgrade, or `None` when it is.
-fn check_upgrade(headers: &HeaderMap) -> Option<&'static str> {
+/// Checks the headers of an opening handshake (RFC 6455 §4.2.1).
+fn check_upgrade(headers: &HeaderMap) -> Result<(), ApiError> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|value| {
             value
@@ -109,28 +128,50 @@ fn check_upgrade(headers: &HeaderMap) -> Option<&'static str> {
                 .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         })
     };
+    let bad = |problem: &'static str| ApiError::bad_request("BAD_WEBSOCKET_UPGRADE", problem);
     if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
-        return Some(
+        return Err(bad(
             "this endpoint needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
-        );
+        ));
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v != "13")
     {
-        return Some("only WebSocket version 13 is supported");
+        // RFC 6455 §4.4: say which version is understood; RFC 9110 §15.5.22: and which
+        // protocol a 426 asks for.
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            ErrorType::ValidationError,
+            "UNSUPPORTED_WEBSOCKET_VERSION",
+            "only WebSocket version 13 is supported",
+        )
+        .detail("supported_versions", "13")
+        .header(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        )
+        .header(header::UPGRADE, HeaderValue::from_static("websocket")));
     }
-    if headers.get(header::SEC_WEBSOCKET_KEY).is_none() {
-        return Some("the Sec-WebSocket-Key header is missing");
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    match (keys.next(), keys.next()) {
+        (Some(key), None) if is_websocket_key(key.as_bytes()) => Ok(()),
+        (None, _) => Err(bad("the Sec-WebSocket-Key header is missing")),
+        _ => Err(bad(
+            "Sec-WebSocket-Key must be one value of 16 bytes in base64",
+        )),
     }
-    None
+}
+
+/// Whether `key` is 16 bytes in base64: 22 characters of the alphabet and `==`.
+fn is_websocket_key(key: &[u8]) -> bool {
+    let is_base64 = |b: &u8| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/';
+    key.len() == 24 && key[..22].iter().all(is_base64) && &key[22..] == b"=="
 }
 
 /// Checks a WebSocket upgrade request, before anything is registered.
 pub(crate) fn validate<B>(request: &Request<B>) -> Result<(), ApiError> {
-    if let Some(problem) = check_upgrade(request.headers()) {
-        return Err(ApiError::bad_request("BAD_WEBSOCKET_UPGRADE", problem));
-    }
+    check_upgrade(request.headers())?;
     if request.extensions().get::<OnUpgrade>().is_none() {
         return Err(ApiError::system(
             "this connection cannot be upgraded: serve it with hyper's `with_upgrades()`",
@@ -236,6 +277,9 @@ fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         expiry: expires_at.map(|at| Box::pin(tokio::time::sleep_until(at))),
         batch: WriteBatch::new(|frame: &Frame| frame.websocket_frame()),
         close_timeout: settings.close_timeout,
+        pong_backlog: 0,
+        max_pong_backlog: u32::try_from(settings.max_pong_backlog).unwrap_or(u32::MAX),
+        close_code: None,
     };
     // The block captures `live` and works on it in place: the task holds each piece once
     // (an `async fn` taking `mut self` would hold a second copy).
@@ -257,6 +301,11 @@ struct Live<S> {
     /// Frames being written.
     batch: WriteBatch<Frame>,
     close_timeout: Duration,
+    /// Bytes of pongs queued since the socket last took everything tungstenite had.
+    pong_backlog: u32,
+    max_pong_backlog: u32,
+    /// The close code to send instead of the reason's own (1007 for invalid UTF-8).
+    close_code: Option<u16>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
@@ -281,6 +330,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
         self.guard.end(reason);
         let reason = self.guard.end_reason().unwrap_or(reason);
         self.expiry = None;
+        let frame = (reason != DisconnectReason::ClientClosed).then(|| CloseFrame {
+            code: CloseCode::from(self.close_code.unwrap_or(reason.close_code())),
+            reason: reason.code().into(),
+        });
         // Boxed: needed once, at the end, and should not size the live task.
         Box::pin(async {
             let deadline = Instant::now() + self.close_timeout;
@@ -290,7 +343,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
                     return;
                 }
             }
-            close(&mut self.socket, reason, deadline).await;
+            close(&mut self.socket, frame, deadline).await;
         })
         .await;
     }
@@ -313,12 +366,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
                 Poll::Ready(Some(Ok(WsMessage::Close(_))) | None) => {
                     return Poll::Ready(DisconnectReason::ClientClosed)
                 }
+                Poll::Ready(Some(Ok(WsMessage::Ping(payload)))) => {
+                    self.guard.touch();
+                    if let Poll::Ready(reason) = self.poll_pong(payload.len(), cx) {
+                        return Poll::Ready(reason);
+                    }
+                }
                 Poll::Ready(Some(Ok(_))) => self.guard.touch(),
                 Poll::Ready(Some(Err(error))) => {
-                    return Poll::Ready(read_error_reason(&self.guard, &error))
+                    if matches!(error, WsError::Utf8(_)) {
+                        self.close_code = Some(u16::from(CloseCode::Invalid)); // 1007
+                    }
+                    return Poll::Ready(read_error_reason(&self.guard, &error));
                 }
                 Poll::Pending => return Poll::Pending,
             }
+        }
+    }
+
+    /// Sends the pong tungstenite queued for a ping of `payload` bytes. A client that pings
+    /// without reading leaves the pongs piling up in the server; past the
+    /// [backlog bound](WebSocketSettings::max_pong_backlog) it is a slow consumer.
+    fn poll_pong(&mut self, payload: usize, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
+        let frame = u32::try_from(payload + 2).unwrap_or(u32::MAX);
+        self.pong_backlog = self.pong_backlog.saturating_add(frame);
+        match self.socket.poll_flush_unpin(cx) {
+            Poll::Ready(Ok(())) => {
+                self.pong_backlog = 0;
+                Poll::Pending
+            }
+            Poll::Ready(Err(_)) => Poll::Ready(DisconnectReason::ClientClosed),
+            Poll::Pending if self.pong_backlog > self.max_pong_backlog => {
+                tracing::info!(
+                    connection_id = %self.guard.id(),
+                    backlog_bytes = self.pong_backlog,
+                    "client pings without reading the pongs"
+                );
+                Poll::Ready(DisconnectReason::SlowConsumer)
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -377,22 +463,25 @@ fn read_error_reason(guard: &ConnectionGuard, error: &WsError) -> DisconnectReas
     }
 }
 
-/// Sends the close frame for `reason` (or answers the client's) and waits for the other
-/// side's, until `deadline`.
+/// Sends `frame` and waits for the client's close frame, until `deadline`. Without a
+/// frame to send (the client closed or vanished), sends tungstenite's answer to the
+/// client's close frame, if it sent one (RFC 6455 §5.5.1: the same code back).
 async fn close<S: AsyncRead + AsyncWrite + Unpin>(
     socket: &mut WebSocketStream<S>,
-    reason: DisconnectReason,
+    frame: Option<CloseFrame>,
     deadline: Instant,
 ) {
-    let frame = (reason != DisconnectReason::ClientClosed).then(|| CloseFrame {
-        code: CloseCode::from(reason.close_code()),
-        reason: reason.code().into(),
-    });
     let closing = async {
-        // Answers a client's close, or starts ours; then waits for the other side's.
-        if socket.close(frame).await.is_ok() {
-            while let Some(Ok(_)) = socket.next().await {}
+        let sent = match frame {
+            // Fails once the client's close frame was read: the answer is queued instead.
+            Some(frame) => socket.close(Some(frame)).await.is_ok(),
+            None => false,
+        };
+        // Flushes the answer to the client's close frame (or starts a close without a code).
+        if !sent && SinkExt::close(socket).await.is_err() {
+            return;
         }
+        while let Some(Ok(_)) = socket.next().await {}
     };
     let _ = tokio::time::timeout_at(deadline, closing).await;
 }
@@ -421,5 +510,108 @@ mod tests {
             task_size <= socket_size + 160,
             "the task is {task_size} bytes around a {socket_size}-byte socket"
         );
+    }
+
+    /// A client that reads nothing, over an in-memory pipe of 1 KiB, so that a write of
+    /// the first 4 KiB message is cut short and blocks; the connection is driven on tokio's
+    /// paused clock. Returns the client's end, the hub's events and the messages published.
+    async fn blocked_connection(
+        expires_in: Option<Duration>,
+    ) -> (
+        WebSocketStream<tokio::io::DuplexStream>,
+        crate::Hub,
+        tokio::sync::broadcast::Receiver<crate::HubEvent>,
+        usize,
+    ) {
+        let hub = crate::Hub::new();
+        let mut events = hub.subscribe();
+        let (guard, outbox) = hub
+            .register("p", crate::ConnectionKind::WebSocket, None)
+            .unwrap();
+        let (client, server) = tokio::io::duplex(1024);
+        let settings = WebSocketSettings::default();
+        let server =
+            WebSocketStream::from_raw_socket(server, Role::Server, Some(settings.tungstenite()))
+                .await;
+        let expires_at = expires_in.map(|after| Instant::now() + after);
+        tokio::spawn(drive(server, guard, outbox, &settings, expires_at));
+        let published = 40;
+        let message = crate::Message::json("big", "x".repeat(4096).into());
+        for _ in 0..published {
+            assert_eq!(hub.send_to_player("p", &message).failed, 0);
+        }
+        let client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        assert!(matches!(
+            events.recv().await,
+            Ok(crate::HubEvent::Connected { .. })
+        ));
+        (client, hub, events, published)
+    }
+
+    async fn ending(
+        events: &mut tokio::sync::broadcast::Receiver<crate::HubEvent>,
+    ) -> DisconnectReason {
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(600), events.recv())
+                .await
+                .expect("the connection ended")
+                .unwrap();
+            if let crate::HubEvent::Disconnected { reason, .. } = event {
+                return reason;
+            }
+        }
+    }
+
+    /// Reads what the client got: the number of whole messages, and the close frame's
+    /// code if one came.
+    async fn read_all(
+        client: &mut WebSocketStream<tokio::io::DuplexStream>,
+    ) -> (usize, Option<u16>) {
+        let mut messages = 0;
+        loop {
+            match client.next().await {
+                Some(Ok(WsMessage::Text(_))) => messages += 1,
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return (messages, frame.map(|f| u16::from(f.code)))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return (messages, None),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_blocked_mid_frame_does_not_hold_the_connection_past_its_expiry() {
+        let (mut client, hub, mut events, published) =
+            blocked_connection(Some(Duration::from_secs(30))).await;
+        // Nothing but the expiry can end it: the client neither reads nor closes.
+        assert_eq!(ending(&mut events).await, DisconnectReason::AuthExpired);
+        assert_eq!(hub.connection_count(), 0);
+        // The client reads again: part of the messages (the write was blocked), and no
+        // close frame, since the half-written batch could not be finished.
+        let (received, close) = read_all(&mut client).await;
+        assert!(
+            received < published,
+            "{received} of {published}: never blocked"
+        );
+        assert_eq!(close, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_blocked_connection_ended_by_the_hub_finishes_its_frame_then_sends_the_close() {
+        let (mut client, hub, mut events, published) = blocked_connection(None).await;
+        let shutdown = hub.shutdown();
+        // The client reads within the close timeout: the cut frame is finished, then the
+        // close frame says why; the frames still in the outbox are not sent.
+        let (received, close) = read_all(&mut client).await;
+        assert!(
+            received < published,
+            "{received} of {published}: never blocked"
+        );
+        assert_eq!(close, Some(1001));
+        assert_eq!(ending(&mut events).await, DisconnectReason::ServerShutdown);
+        tokio::time::timeout(Duration::from_secs(5), shutdown)
+            .await
+            .expect("every guard dropped");
     }
 }
