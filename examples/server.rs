@@ -14,6 +14,7 @@
 //! | `DUALCAST_SSE_KEEP_ALIVE_SECS` | `15` | seconds between SSE keep-alive comments |
 //! | `DUALCAST_MAX_PUBLISH_BYTES` | `1048576` | largest publish body |
 //! | `DUALCAST_WS_READ_BUFFER` | `2048` | bytes of read buffer per WebSocket |
+//! | `DUALCAST_MAX_CONNECTIONS` | descriptor limit minus a reserve | open connections before new ones get `503` |
 //! | `RUST_LOG` | `info` | log filter (`tracing-subscriber` syntax) |
 
 use std::env;
@@ -23,7 +24,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use dualcast::dualcast_layers::jwt::{issue_hs256, Claims};
-use dualcast::{Dualcast, Hub, JwtAuthenticator, Role, SseSettings, WebSocketSettings};
+use dualcast::{
+    Dualcast, Hub, JwtAuthenticator, Role, ServeSettings, SseSettings, WebSocketSettings,
+};
 use tower::Layer;
 use tower_http::trace::TraceLayer;
 use tracing_subscriber::EnvFilter;
@@ -50,6 +53,12 @@ async fn run() -> Result<(), String> {
     let keep_alive_secs: u64 = setting("DUALCAST_SSE_KEEP_ALIVE_SECS", 15)?;
     let max_publish_bytes: usize = setting("DUALCAST_MAX_PUBLISH_BYTES", 1024 * 1024)?;
     let ws_read_buffer: usize = setting("DUALCAST_WS_READ_BUFFER", 2048)?;
+    let mut serve_settings = ServeSettings::new();
+    let max_connections: usize = setting(
+        "DUALCAST_MAX_CONNECTIONS",
+        serve_settings.get_max_connections(),
+    )?;
+    serve_settings = serve_settings.max_connections(max_connections);
 
     let (secret, generated) = match env::var("DUALCAST_JWT_SECRET") {
         Ok(secret) if secret.len() >= 32 => (secret.into_bytes(), false),
@@ -70,11 +79,16 @@ async fn run() -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(addr = %local, epoch = hub.epoch(), "dualcast example server listening");
+    tracing::info!(
+        addr = %local,
+        epoch = hub.epoch(),
+        max_connections,
+        "dualcast example server listening"
+    );
     if generated {
         print_try_it(&secret, local)?;
     }
-    dualcast::serve_with_hub(listener, hub, traced, shutdown_signal())
+    dualcast::serve_with_settings(listener, hub, traced, serve_settings, shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!("stopped");

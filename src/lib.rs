@@ -32,7 +32,9 @@ pub mod connection;
 mod direct_sse;
 pub mod error;
 pub mod hub;
+mod limits;
 pub mod message;
+mod prefixed;
 mod serve;
 pub mod service;
 pub mod sse;
@@ -47,8 +49,9 @@ pub use error::ApiError;
 pub use hub::{
     ConnectionGuard, DeliveryReport, Hub, HubConfig, HubEvent, Outbox, Presence, RegisterError,
 };
+pub use limits::ServeSettings;
 pub use message::{Frame, Message};
-pub use serve::{serve, serve_with_hub, SHUTDOWN_GRACE};
+pub use serve::{serve, serve_with_hub, serve_with_settings, SHUTDOWN_GRACE};
 pub use service::Dualcast;
 pub use sse::SseSettings;
 pub use ws::WebSocketSettings;

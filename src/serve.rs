@@ -22,6 +22,9 @@ use tower::{Service, ServiceExt};
 use crate::body::ResponseBody;
 use crate::direct_sse::{self, FirstRequest};
 use crate::hub::Hub;
+use crate::limits::{
+    is_health_check, over_capacity_response, AcceptErrors, ConnectionLimit, Counted, ServeSettings,
+};
 use crate::service::Dualcast;
 
 /// How long a client has to send its request headers.
@@ -74,12 +77,54 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve_with_settings(listener, hub, service, ServeSettings::default(), signal).await
+}
+
+/// [`serve_with_hub`] with the accept loop's [`ServeSettings`]: the global connection cap
+/// (SPEC §7), past which a new connection gets a quick `503` with `Retry-After` while
+/// `GET /healthz` is still answered.
+///
+/// ```no_run
+/// use dualcast::{Dualcast, Hub, JwtAuthenticator, ServeSettings};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let hub = Hub::new();
+/// let app = Dualcast::new(hub.clone(), JwtAuthenticator::hs256(b"a secret of at least 32 bytes....."));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+/// let settings = ServeSettings::new().max_connections(50_000);
+/// dualcast::serve_with_settings(listener, hub, app, settings, async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// })
+/// .await
+/// # }
+/// ```
+pub async fn serve_with_settings<S, B>(
+    listener: TcpListener,
+    hub: Hub,
+    service: S,
+    settings: ServeSettings,
+    signal: impl Future<Output = ()>,
+) -> io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Service<Request<Empty<Bytes>>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    <S as Service<Request<Incoming>>>::Future: Send + 'static,
+    <S as Service<Request<Empty<Bytes>>>>::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (stop, stopped) = watch::channel(false);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
     let builder = Arc::new(builder);
+    let limit = ConnectionLimit::new(settings.get_max_connections());
+    let retry_after = settings.get_retry_after();
+    let mut accept_errors = AcceptErrors::default();
     tokio::pin!(signal);
     let mut connections = JoinSet::new();
     loop {
@@ -90,8 +135,14 @@ where
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
-                        // Out of file descriptors, typically: back off instead of spinning.
-                        tracing::warn!("accept failed: {error}");
+                        // Out of file descriptors, typically: back off instead of spinning,
+                        // and say so once per interval, not once per failure.
+                        if let Some(failures) = accept_errors.record(tokio::time::Instant::now()) {
+                            tracing::warn!(
+                                failures,
+                                "accept failed: {error}; backing off (logged at most every 10 s)"
+                            );
+                        }
                         tokio::select! {
                             () = &mut signal => break,
                             () = tokio::time::sleep(Duration::from_millis(50)) => continue,
@@ -100,22 +151,38 @@ where
                 };
                 let _ = stream.set_nodelay(true);
                 let service = service.clone();
+                let Some(permit) = limit.try_acquire() else {
+                    connections.spawn(serve_over_capacity(stream, service, peer, retry_after));
+                    continue;
+                };
+                // The socket counts against the cap for as long as it is open, whichever
+                // task holds it by then.
+                let stream = Counted::new(stream, permit);
                 let builder = Arc::clone(&builder);
                 let mut stopped = stopped.clone();
                 connections.spawn(async move {
                     let first = tokio::select! {
-                        first = direct_sse::first_request(&stream, HEADER_TIMEOUT) => first,
+                        first = direct_sse::first_request(stream.get_ref(), HEADER_TIMEOUT) => first,
                         _ = stopped.changed() => return,
                     };
-                    let (request, head_len) = match first {
-                        FirstRequest::Sse(request, head_len) => (request, head_len),
+                    let (request, unread) = match first {
+                        FirstRequest::Sse(request, unread) => (request, unread),
                         FirstRequest::Nothing => return,
-                        FirstRequest::Other => {
+                        // The plain stream, which an upgrade can take back from hyper.
+                        FirstRequest::Other(read) if read.is_empty() => {
                             serve_with_hyper(&builder, stream, service, stopped, peer).await;
                             return;
                         }
+                        // Bytes read while the head came in pieces, which hyper reads first.
+                        // Boxed: this rare path does not make every connection's task larger.
+                        FirstRequest::Other(read) => {
+                            let io: crate::prefixed::Prefixed<Counted<TcpStream>> =
+                                crate::prefixed::Prefixed::new(read, stream);
+                            Box::pin(serve_with_hyper(&builder, io, service, stopped, peer)).await;
+                            return;
+                        }
                     };
-                    direct_sse::serve_sse(stream, request, head_len, service).await;
+                    direct_sse::serve_sse(stream, request, unread, service).await;
                 });
             }
         }
@@ -141,15 +208,68 @@ where
     Ok(())
 }
 
-/// Serves one connection through hyper, with upgrades, until it ends or `stopped` asks it
-/// to finish gracefully.
-async fn serve_with_hyper<S, B>(
-    builder: &http1::Builder,
+/// How long a connection past the cap has to show its request line.
+const OVER_CAPACITY_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A connection past the cap: `GET /healthz` is served (one request, then the connection
+/// closes); anything else gets the quick `503`. Either way it is over within a few seconds.
+async fn serve_over_capacity<S, B>(
     stream: TcpStream,
+    service: S,
+    peer: SocketAddr,
+    retry_after: Duration,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    <S as Service<Request<Incoming>>>::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut start = [0u8; 16];
+    let peeked = tokio::time::timeout(OVER_CAPACITY_HEAD_TIMEOUT, stream.peek(&mut start)).await;
+    if let Ok(Ok(read)) = peeked {
+        if is_health_check(&start[..read]) {
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(OVER_CAPACITY_HEAD_TIMEOUT)
+                .keep_alive(false);
+            let (_stop, stopped) = watch::channel(false);
+            serve_with_hyper(&builder, stream, service, stopped, peer).await;
+            return;
+        }
+    }
+    tracing::debug!(%peer, "at the connection cap: answered 503");
+    let answer = over_capacity_response(retry_after);
+    let _ =
+        tokio::time::timeout(OVER_CAPACITY_HEAD_TIMEOUT, lingering_close(stream, &answer)).await;
+}
+
+/// Writes `answer`, closes the writing side, and reads what the client still sends until
+/// it closes too, so that unread request bytes do not turn the close into a reset that
+/// could destroy the answer before the client reads it.
+async fn lingering_close(mut stream: TcpStream, answer: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.write_all(answer).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut scratch = [0u8; 512];
+    while matches!(stream.read(&mut scratch).await, Ok(read) if read > 0) {}
+}
+
+/// Serves one connection, `io`, through hyper, with upgrades, until it ends or `stopped`
+/// asks it to finish gracefully.
+async fn serve_with_hyper<I, S, B>(
+    builder: &http1::Builder,
+    io: I,
     service: S,
     mut stopped: watch::Receiver<bool>,
     peer: SocketAddr,
 ) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
@@ -163,7 +283,7 @@ async fn serve_with_hyper<S, B>(
         ServiceExt::<Request<Incoming>>::oneshot(service.clone(), request)
     });
     let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
     let result = tokio::select! {

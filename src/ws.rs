@@ -31,6 +31,7 @@ use crate::body::ResponseBody;
 use crate::connection::DisconnectReason;
 use crate::error::{ApiError, ErrorType};
 use crate::hub::{ConnectionGuard, Outbox};
+use crate::limits::Counted;
 use crate::message::Frame;
 use crate::write_batch::WriteBatch;
 
@@ -237,7 +238,7 @@ async fn run(
     // Served by `dualcast::serve`, the connection is a plain TCP stream: take it back from
     // hyper, so that hyper's read buffer (8 KiB, kept until the client's first frame) and
     // its boxed IO are freed. Any other server's IO stays wrapped.
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
+    match upgraded.downcast::<TokioIo<Counted<TcpStream>>>() {
         Ok(parts) => {
             let stream = parts.io.into_inner();
             // Bytes the client sent after its handshake, if any; copied out so that the

@@ -1,0 +1,117 @@
+//! SPEC §7: past the global connection cap, new connections get a quick 503 with
+//! `Retry-After`, and `/healthz` keeps answering.
+
+mod common;
+
+use common::*;
+use dualcast::{Dualcast, Hub, HubEvent, JwtAuthenticator, ServeSettings};
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A server that admits at most `max` connections; stops when the sender is dropped.
+async fn capped_server(
+    max: usize,
+) -> (std::net::SocketAddr, Hub, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hub = Hub::new();
+    let app = Dualcast::new(hub.clone(), JwtAuthenticator::hs256(SECRET));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let settings = ServeSettings::new().max_connections(max);
+    let served = hub.clone();
+    tokio::spawn(async move {
+        dualcast::serve_with_settings(listener, served, app, settings, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    (addr, hub, stop)
+}
+
+/// Sends `request` on a new connection and reads the whole answer (the server closes it).
+async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the answer and the close in time")
+        .unwrap();
+    String::from_utf8(answer).unwrap()
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_new_connections_get_503_and_healthz_still_answers() {
+    let (addr, hub, _stop) = capped_server(2).await;
+    let mut events = hub.subscribe();
+    let server = TestServerAddr(addr);
+    let token = player_token("yuri");
+    let first = server.ws(&token).await;
+    let _second = server.ws(&token).await;
+    assert_eq!(hub.connection_count(), 2);
+
+    let refused = raw_exchange(
+        addr,
+        &format!("GET /api/sse HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\r\n"),
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
+    assert!(refused.contains("\r\nretry-after: 1\r\n"), "{refused}");
+    let body: serde_json::Value =
+        serde_json::from_str(refused.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["error_type"], "connection_error");
+    assert_eq!(body["details"]["error_code"], "SERVER_AT_CAPACITY");
+    assert!(!refused.contains(&token), "no token in the answer");
+    assert_eq!(hub.connection_count(), 2, "nothing was registered");
+
+    let health = raw_exchange(
+        addr,
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(health.starts_with("HTTP/1.1 200 "), "{health}");
+
+    // A connection closes; its place is free again.
+    drop(first);
+    wait_for(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await;
+    let admitted = tokio::time::timeout(WAIT, async {
+        loop {
+            let answer = raw_exchange(
+                addr,
+                "GET /api/ws HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            )
+            .await;
+            if !answer.starts_with("HTTP/1.1 503 ") {
+                return answer;
+            }
+        }
+    })
+    .await
+    .expect("a place freed up");
+    assert!(admitted.starts_with("HTTP/1.1 401 "), "served: {admitted}");
+}
+
+struct TestServerAddr(std::net::SocketAddr);
+
+impl TestServerAddr {
+    async fn ws(&self, token: &str) -> tokio_tungstenite::WebSocketStream<TcpStream> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}/api/ws", self.0)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            format!("bearer, {token}").parse().unwrap(),
+        );
+        let stream = TcpStream::connect(self.0).await.unwrap();
+        let (socket, response) =
+            tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, stream))
+                .await
+                .expect("a handshake in time")
+                .unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        socket
+    }
+}
