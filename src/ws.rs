@@ -615,4 +615,279 @@ mod tests {
             .await
             .expect("every guard dropped");
     }
+
+    /// Property tests of the inbound frame path: whatever a client sends, the connection's
+    /// task does not panic, ends (with `client_closed` or `protocol_error`) once the client's
+    /// bytes end, and what it wrote back is well-formed frames; a client that sends only
+    /// valid frames and then closes gets every ping answered and its close code back.
+    mod inbound {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use std::io::{Read, Write};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_tungstenite::tungstenite::protocol::WebSocket;
+
+        /// One frame as a client puts it on the wire.
+        #[derive(Debug, Clone)]
+        struct RawFrame {
+            fin: bool,
+            rsv: u8,
+            opcode: u8,
+            masked: bool,
+            payload: Vec<u8>,
+        }
+
+        impl RawFrame {
+            fn encode(&self, mask: [u8; 4], out: &mut Vec<u8>) {
+                out.push(u8::from(self.fin) << 7 | (self.rsv & 7) << 4 | (self.opcode & 15));
+                let mask_bit = u8::from(self.masked) << 7;
+                let len = self.payload.len();
+                if len < 126 {
+                    out.push(mask_bit | len as u8);
+                } else if len <= usize::from(u16::MAX) {
+                    out.push(mask_bit | 126);
+                    out.extend_from_slice(&(len as u16).to_be_bytes());
+                } else {
+                    out.push(mask_bit | 127);
+                    out.extend_from_slice(&(len as u64).to_be_bytes());
+                }
+                if self.masked {
+                    out.extend_from_slice(&mask);
+                    out.extend(
+                        self.payload
+                            .iter()
+                            .enumerate()
+                            .map(|(i, b)| b ^ mask[i % 4]),
+                    );
+                } else {
+                    out.extend_from_slice(&self.payload);
+                }
+            }
+        }
+
+        /// Anything: every opcode, reserved bits, unmasked frames, fragments, sizes around
+        /// the limit (1 KiB here), invalid UTF-8, and raw garbage between frames.
+        fn any_input() -> impl Strategy<Value = Vec<u8>> {
+            let frame = (
+                any::<bool>(),
+                prop_oneof![8 => Just(0u8), 1 => 0u8..8],
+                prop_oneof![
+                    3 => Just(1u8), 2 => Just(2u8), 2 => Just(9u8), 1 => Just(10u8),
+                    1 => Just(8u8), 1 => Just(0u8), 1 => 0u8..16
+                ],
+                prop_oneof![9 => Just(true), 1 => Just(false)],
+                prop_oneof![
+                    6 => vec(any::<u8>(), 0..130),
+                    2 => "[a-z{}\":, ]{0,200}".prop_map(String::into_bytes),
+                    1 => vec(any::<u8>(), 1000..1100),
+                ],
+            )
+                .prop_map(|(fin, rsv, opcode, masked, payload)| {
+                    let mut bytes = Vec::new();
+                    let frame = RawFrame {
+                        fin,
+                        rsv,
+                        opcode,
+                        masked,
+                        payload,
+                    };
+                    frame.encode([0x37, 0xfa, 0x21, 0x3d], &mut bytes);
+                    bytes
+                });
+            let piece = prop_oneof![9 => frame, 1 => vec(any::<u8>(), 1..40)];
+            vec(piece, 0..24).prop_map(|pieces| pieces.concat())
+        }
+
+        /// Valid frames only (texts, binaries, pings, pongs), then a close with `code`.
+        fn valid_then_close() -> impl Strategy<Value = (Vec<RawFrame>, u16)> {
+            let frame = prop_oneof![
+                "[ -~]{0,300}".prop_map(|t| (1u8, t.into_bytes())),
+                vec(any::<u8>(), 0..300).prop_map(|b| (2u8, b)),
+                vec(any::<u8>(), 0..126).prop_map(|b| (9u8, b)),
+                vec(any::<u8>(), 0..126).prop_map(|b| (10u8, b)),
+            ]
+            .prop_map(|(opcode, payload)| RawFrame {
+                fin: true,
+                rsv: 0,
+                opcode,
+                masked: true,
+                payload,
+            });
+            let code = prop_oneof![Just(1000u16), Just(1001), Just(1008), 3000u16..5000];
+            (vec(frame, 0..20), code)
+        }
+
+        /// A client's reading end over the bytes the server wrote (its own writes, the
+        /// answer to a close, go nowhere).
+        struct Written(std::io::Cursor<Vec<u8>>);
+
+        impl Read for Written {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                Read::read(&mut self.0, buf)
+            }
+        }
+
+        impl Write for Written {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+
+        /// What the server wrote, as a client reads it: every message, and whether the
+        /// bytes ended cleanly (no protocol error on the client's side).
+        fn as_client(written: Vec<u8>) -> (Vec<WsMessage>, Result<(), WsError>) {
+            let mut client = WebSocket::from_raw_socket(
+                Written(std::io::Cursor::new(written)),
+                Role::Client,
+                None,
+            );
+            let mut messages = Vec::new();
+            loop {
+                match client.read() {
+                    Ok(message) => messages.push(message),
+                    Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                        return (messages, Ok(()))
+                    }
+                    Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                        return (messages, Ok(()))
+                    }
+                    Err(WsError::Io(error)) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                        return (messages, Ok(()))
+                    }
+                    Err(error) => return (messages, Err(error)),
+                }
+            }
+        }
+
+        /// Runs a connection that reads `input` and then the end of the client's bytes;
+        /// the reason it ended and what it wrote.
+        fn run_connection(input: &[u8]) -> (DisconnectReason, Vec<u8>) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let hub = crate::Hub::new();
+                let mut events = hub.subscribe();
+                let (guard, outbox) = hub
+                    .register("p", crate::ConnectionKind::WebSocket, None)
+                    .unwrap();
+                let (mut client, server) = tokio::io::duplex(1 << 20);
+                let settings = WebSocketSettings::default().max_message_size(1024);
+                let server = WebSocketStream::from_raw_socket(
+                    server,
+                    Role::Server,
+                    Some(settings.tungstenite()),
+                )
+                .await;
+                let task = tokio::spawn(drive(server, guard, outbox, &settings, None));
+                client.write_all(input).await.unwrap();
+                client.shutdown().await.unwrap();
+                let mut written = Vec::new();
+                tokio::time::timeout(Duration::from_secs(60), client.read_to_end(&mut written))
+                    .await
+                    .expect("the server closed its side")
+                    .unwrap();
+                tokio::time::timeout(Duration::from_secs(60), task)
+                    .await
+                    .expect("the task ended")
+                    .expect("the task did not panic");
+                assert_eq!(hub.connection_count(), 0, "the connection left the hub");
+                let reason = loop {
+                    match events.try_recv() {
+                        Ok(crate::HubEvent::Disconnected { reason, .. }) => break reason,
+                        Ok(_) => continue,
+                        Err(error) => panic!("no disconnect event: {error}"),
+                    }
+                };
+                (reason, written)
+            })
+        }
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                cases: 128,
+                // No regression files written into the source tree.
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn whatever_a_client_sends_the_connection_ends_cleanly(input in any_input()) {
+                let (reason, written) = run_connection(&input);
+                prop_assert!(
+                    matches!(reason, DisconnectReason::ClientClosed | DisconnectReason::ProtocolError),
+                    "ended with {reason}"
+                );
+                let (messages, end) = as_client(written);
+                prop_assert!(end.is_ok(), "the server wrote a broken frame: {end:?}");
+                for message in &messages {
+                    prop_assert!(
+                        matches!(message, WsMessage::Pong(_) | WsMessage::Close(_)),
+                        "unexpected {message:?}"
+                    );
+                }
+                if reason == DisconnectReason::ProtocolError {
+                    let close = messages.iter().rev().find_map(|m| match m {
+                        WsMessage::Close(frame) => Some(frame.as_ref().map(|f| u16::from(f.code))),
+                        _ => None,
+                    });
+                    prop_assert!(
+                        matches!(close, Some(Some(1002 | 1007))),
+                        "a protocol error is told with 1002 or 1007: {close:?}"
+                    );
+                }
+            }
+
+            #[test]
+            fn valid_frames_are_answered_and_the_close_code_comes_back(
+                (frames, code) in valid_then_close()
+            ) {
+                let mut input = Vec::new();
+                for frame in &frames {
+                    frame.encode([1, 2, 3, 4], &mut input);
+                }
+                let close = RawFrame {
+                    fin: true,
+                    rsv: 0,
+                    opcode: 8,
+                    masked: true,
+                    payload: [&code.to_be_bytes()[..], b"bye"].concat(),
+                };
+                close.encode([9, 8, 7, 6], &mut input);
+                let (reason, written) = run_connection(&input);
+                prop_assert_eq!(reason, DisconnectReason::ClientClosed);
+                let (messages, end) = as_client(written);
+                prop_assert!(end.is_ok(), "{:?}", end);
+                let pings: Vec<&[u8]> = frames
+                    .iter()
+                    .filter(|f| f.opcode == 9)
+                    .map(|f| f.payload.as_slice())
+                    .collect();
+                let pongs: Vec<&[u8]> = messages
+                    .iter()
+                    .filter_map(|m| match m {
+                        WsMessage::Pong(payload) => Some(payload.as_ref()),
+                        _ => None,
+                    })
+                    .collect();
+                prop_assert_eq!(pongs, pings, "every ping answered, in order");
+                match messages.last() {
+                    Some(WsMessage::Close(Some(frame))) => {
+                        prop_assert_eq!(u16::from(frame.code), code);
+                    }
+                    other => prop_assert!(false, "expected the close answer, got {:?}", other),
+                }
+            }
+        }
+    }
 }
