@@ -35,6 +35,9 @@ use crate::limits::Counted;
 use crate::message::Frame;
 use crate::write_batch::WriteBatch;
 
+/// The largest [`WebSocketSettings::write_buffer_size`].
+const MAX_WRITE_BUFFER: usize = 64 * 1024 * 1024;
+
 /// Settings of WebSocket connections.
 #[derive(Debug, Clone)]
 #[must_use]
@@ -72,10 +75,12 @@ impl WebSocketSettings {
         self
     }
 
-    /// Bytes of outgoing frames collected before a write; a batch is flushed at its end in
+    /// Bytes of tungstenite's own outgoing frames (pongs, the close frame; messages are
+    /// written around it) collected before a write; they are flushed as they are queued in
     /// any case. Allocated only when there is something to write. Default: 16 KiB.
+    /// Maximum: 64 MiB.
     pub fn write_buffer_size(mut self, bytes: usize) -> Self {
-        self.write_buffer_size = bytes;
+        self.write_buffer_size = bytes.min(MAX_WRITE_BUFFER);
         self
     }
 
@@ -90,9 +95,9 @@ impl WebSocketSettings {
     /// `slow_consumer` (SPEC §7: the pong backlog is bounded). Every ping is answered; a
     /// client that keeps pinging while it reads nothing piles the answers up in the server,
     /// and this is as far as that pile may grow. Default: 16 KiB (over a hundred pongs of
-    /// the largest size). Minimum: 256 bytes.
+    /// the largest size). Minimum: 256 bytes; maximum: 64 MiB.
     pub fn max_pong_backlog(mut self, bytes: usize) -> Self {
-        self.max_pong_backlog = bytes.max(256);
+        self.max_pong_backlog = bytes.clamp(256, MAX_WRITE_BUFFER);
         self
     }
 
@@ -152,7 +157,8 @@ fn check_upgrade(headers: &HeaderMap) -> Result<(), ApiError> {
             header::SEC_WEBSOCKET_VERSION,
             HeaderValue::from_static("13"),
         )
-        .header(header::UPGRADE, HeaderValue::from_static("websocket")));
+        .header(header::UPGRADE, HeaderValue::from_static("websocket"))
+        .header(header::CONNECTION, HeaderValue::from_static("upgrade")));
     }
     let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
     match (keys.next(), keys.next()) {
@@ -302,7 +308,8 @@ struct Live<S> {
     /// Frames being written.
     batch: WriteBatch<Frame>,
     close_timeout: Duration,
-    /// Bytes of pongs queued since the socket last took everything tungstenite had.
+    /// Bytes of pongs queued since the socket last took everything tungstenite had; while
+    /// it is not zero, the rest is retried whenever the connection is polled.
     pong_backlog: u32,
     max_pong_backlog: u32,
     /// The close code to send instead of the reason's own (1007 for invalid UTF-8).
@@ -354,11 +361,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
         // While a batch is half written, tungstenite must not write (a pong, say) into the
         // middle of a frame, and it may when reading; so reading waits for the batch.
         if !self.batch.is_half_written() {
+            // Pongs the socket would not take when they were queued: tungstenite's own read
+            // does not retry them, so they are retried here until they are out.
+            if self.pong_backlog > 0 {
+                if let Poll::Ready(Err(_)) = self.poll_control_frames(cx) {
+                    return Poll::Ready(DisconnectReason::ClientClosed);
+                }
+            }
             if let Poll::Ready(reason) = self.poll_read(cx) {
                 return Poll::Ready(reason);
             }
         }
         self.poll_write(cx)
+    }
+
+    /// Writes out whatever tungstenite queued (pongs, the answer to a close frame); once
+    /// all of it is out, no pong is owed.
+    fn poll_control_frames(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        let flushed = ready!(self.socket.poll_flush_unpin(cx));
+        if flushed.is_ok() {
+            self.pong_backlog = 0;
+        }
+        Poll::Ready(flushed)
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
@@ -391,11 +415,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
     fn poll_pong(&mut self, payload: usize, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
         let frame = u32::try_from(payload + 2).unwrap_or(u32::MAX);
         self.pong_backlog = self.pong_backlog.saturating_add(frame);
-        match self.socket.poll_flush_unpin(cx) {
-            Poll::Ready(Ok(())) => {
-                self.pong_backlog = 0;
-                Poll::Pending
-            }
+        match self.poll_control_frames(cx) {
+            Poll::Ready(Ok(())) => Poll::Pending,
             Poll::Ready(Err(_)) => Poll::Ready(DisconnectReason::ClientClosed),
             Poll::Pending if self.pong_backlog > self.max_pong_backlog => {
                 tracing::info!(
@@ -436,7 +457,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
         if !self.batch.is_half_written() {
             // Whatever tungstenite queued (a pong, say, maybe half written) goes out whole
             // before our frames.
-            if let Err(error) = ready!(self.socket.poll_flush_unpin(cx)) {
+            if let Err(error) = ready!(self.poll_control_frames(cx)) {
                 return Poll::Ready(Err(std::io::Error::other(error)));
             }
         }
@@ -614,6 +635,18 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), shutdown)
             .await
             .expect("every guard dropped");
+    }
+
+    #[tokio::test]
+    async fn extreme_buffer_settings_are_clamped_not_a_panic() {
+        let settings = WebSocketSettings::new()
+            .write_buffer_size(usize::MAX)
+            .max_pong_backlog(usize::MAX);
+        let (_client, server) = tokio::io::duplex(64);
+        // tungstenite asserts that its write bound is above its write buffer.
+        let _socket =
+            WebSocketStream::from_raw_socket(server, Role::Server, Some(settings.tungstenite()))
+                .await;
     }
 
     /// Property tests of the inbound frame path: whatever a client sends, the connection's
@@ -807,6 +840,54 @@ mod tests {
                 };
                 (reason, written)
             })
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn every_ping_is_answered_even_when_the_socket_was_full_as_its_pong_was_queued() {
+            let hub = crate::Hub::new();
+            let (guard, outbox) = hub
+                .register("p", crate::ConnectionKind::WebSocket, None)
+                .unwrap();
+            // Room for two pongs of 127 bytes, not four.
+            let (mut client, server) = tokio::io::duplex(300);
+            let settings = WebSocketSettings::default();
+            let server = WebSocketStream::from_raw_socket(
+                server,
+                Role::Server,
+                Some(settings.tungstenite()),
+            )
+            .await;
+            tokio::spawn(drive(server, guard, outbox, &settings, None));
+            // Two pings, answered; two more while those answers sit unread, so the third
+            // pong is cut short and the fourth waits behind it. (The runtime has one thread:
+            // yielding lets the connection's task read what was sent.)
+            for pair in [0..2u8, 2..4] {
+                let mut pings = Vec::new();
+                for n in pair {
+                    let ping = RawFrame {
+                        fin: true,
+                        rsv: 0,
+                        opcode: 9,
+                        masked: true,
+                        payload: vec![n; 125],
+                    };
+                    ping.encode([1, 2, 3, 4], &mut pings);
+                }
+                client.write_all(&pings).await.unwrap();
+                for _ in 0..16 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            let mut answers = vec![0u8; 4 * 127];
+            tokio::time::timeout(Duration::from_secs(60), client.read_exact(&mut answers))
+                .await
+                .expect("every pong, once the client reads")
+                .unwrap();
+            let (messages, _) = as_client(answers);
+            let pongs: Vec<WsMessage> = (0..4u8)
+                .map(|n| WsMessage::Pong(vec![n; 125].into()))
+                .collect();
+            assert_eq!(messages, pongs);
         }
 
         fn config() -> ProptestConfig {

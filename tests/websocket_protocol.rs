@@ -96,6 +96,7 @@ async fn an_unsupported_websocket_version_is_answered_426_with_the_supported_ver
         );
         assert_eq!(response.headers()["sec-websocket-version"], "13");
         assert_eq!(response.headers()["upgrade"], "websocket");
+        assert_eq!(response.headers()["connection"], "upgrade", "RFC 9110 §7.8");
         let body = json_body(response).await;
         assert_eq!(body["error_type"], "validation_error");
         assert_eq!(
