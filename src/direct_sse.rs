@@ -88,8 +88,11 @@ async fn look_at_first_request(stream: &TcpStream) -> FirstRequest {
             Ok(seen) => seen,
         };
         match parse_sse_request(&buffer[..seen]) {
-            Head::Sse(request, head_len) => return FirstRequest::Sse(request, head_len),
-            Head::Other => return FirstRequest::Other(Bytes::new()),
+            Head::Sse(request, head_len) if head_len == seen => {
+                return FirstRequest::Sse(request, head_len)
+            }
+            // Bytes after the head, which an SSE client never sends: hyper serves it.
+            Head::Sse(..) | Head::Other => return FirstRequest::Other(Bytes::new()),
             Head::Partial if seen < MAX_HEAD => seen,
             Head::Partial => return FirstRequest::Other(Bytes::new()),
         }
@@ -567,6 +570,17 @@ mod tests {
         assert!(
             matches!(&first, FirstRequest::Other(read) if read.is_empty()),
             "the start of anything else goes to hyper untouched"
+        );
+
+        let (server, mut client) = connected_pair().await;
+        client
+            .write_all(b"GET /api/sse HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let first = first_request(&server, Duration::from_secs(10)).await;
+        assert!(
+            matches!(&first, FirstRequest::Other(read) if read.is_empty()),
+            "a whole head with more behind it goes to hyper untouched"
         );
     }
 

@@ -62,6 +62,7 @@ pub(crate) fn default_max_connections() -> usize {
 #[must_use]
 pub struct ServeSettings {
     max_connections: usize,
+    over_capacity_answers: usize,
     retry_after: Duration,
 }
 
@@ -69,6 +70,7 @@ impl Default for ServeSettings {
     fn default() -> Self {
         Self {
             max_connections: default_max_connections(),
+            over_capacity_answers: 64,
             retry_after: Duration::from_secs(1),
         }
     }
@@ -91,6 +93,16 @@ impl ServeSettings {
         self
     }
 
+    /// How many connections past the cap are answered at a time: each is given up to half a
+    /// second to show its request line, then `GET /healthz` is served or the `503` written
+    /// after reading what the client sent. Connections beyond these get the `503` written
+    /// once, without waiting, and are closed at once, so that a flood past the cap cannot
+    /// spend the descriptors the cap keeps in reserve. Default: 64.
+    pub fn over_capacity_answers(mut self, connections: usize) -> Self {
+        self.over_capacity_answers = connections;
+        self
+    }
+
     /// The `Retry-After` of the `503` past the cap, in whole seconds. Default: 1 s.
     /// Minimum: 1 s.
     pub fn retry_after(mut self, after: Duration) -> Self {
@@ -102,6 +114,10 @@ impl ServeSettings {
     #[must_use]
     pub fn get_max_connections(&self) -> usize {
         self.max_connections
+    }
+
+    pub(crate) fn get_over_capacity_answers(&self) -> usize {
+        self.over_capacity_answers
     }
 
     pub(crate) fn get_retry_after(&self) -> Duration {

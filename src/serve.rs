@@ -123,6 +123,7 @@ where
         .header_read_timeout(HEADER_TIMEOUT);
     let builder = Arc::new(builder);
     let limit = ConnectionLimit::new(settings.get_max_connections());
+    let answering = ConnectionLimit::new(settings.get_over_capacity_answers());
     let retry_after = settings.get_retry_after();
     let mut accept_errors = AcceptErrors::default();
     tokio::pin!(signal);
@@ -152,7 +153,18 @@ where
                 let _ = stream.set_nodelay(true);
                 let service = service.clone();
                 let Some(permit) = limit.try_acquire() else {
-                    connections.spawn(serve_over_capacity(stream, service, peer, retry_after));
+                    // Past the cap, a few connections at a time are answered properly;
+                    // the rest get the 503 written once, without waiting, and are closed,
+                    // so that a flood cannot spend the descriptors kept in reserve.
+                    match answering.try_acquire() {
+                        Some(permit) => {
+                            let stream = Counted::new(stream, permit);
+                            connections.spawn(serve_over_capacity(stream, service, peer, retry_after));
+                        }
+                        None => {
+                            let _ = stream.try_write(&over_capacity_response(retry_after));
+                        }
+                    }
                     continue;
                 };
                 // The socket counts against the cap for as long as it is open, whichever
@@ -161,6 +173,7 @@ where
                 let builder = Arc::clone(&builder);
                 let mut stopped = stopped.clone();
                 connections.spawn(async move {
+                    let accepted_at = tokio::time::Instant::now();
                     let first = tokio::select! {
                         first = direct_sse::first_request(stream.get_ref(), HEADER_TIMEOUT) => first,
                         _ = stopped.changed() => return,
@@ -173,12 +186,16 @@ where
                             serve_with_hyper(&builder, stream, service, stopped, peer).await;
                             return;
                         }
-                        // Bytes read while the head came in pieces, which hyper reads first.
-                        // Boxed: this rare path does not make every connection's task larger.
+                        // Bytes read while the head came in pieces, which hyper reads first,
+                        // within what is left of the header timeout. Boxed: this rare path
+                        // does not make every connection's task larger.
                         FirstRequest::Other(read) => {
                             let io: crate::prefixed::Prefixed<Counted<TcpStream>> =
                                 crate::prefixed::Prefixed::new(read, stream);
-                            Box::pin(serve_with_hyper(&builder, io, service, stopped, peer)).await;
+                            let mut rest = http1::Builder::clone(&builder);
+                            let left = HEADER_TIMEOUT.saturating_sub(accepted_at.elapsed());
+                            rest.header_read_timeout(left.max(Duration::from_millis(1)));
+                            Box::pin(serve_with_hyper(&rest, io, service, stopped, peer)).await;
                             return;
                         }
                     };
@@ -209,12 +226,12 @@ where
 }
 
 /// How long a connection past the cap has to show its request line.
-const OVER_CAPACITY_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
+const OVER_CAPACITY_HEAD_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A connection past the cap: `GET /healthz` is served (one request, then the connection
 /// closes); anything else gets the quick `503`. Either way it is over within a few seconds.
 async fn serve_over_capacity<S, B>(
-    stream: TcpStream,
+    stream: Counted<TcpStream>,
     service: S,
     peer: SocketAddr,
     retry_after: Duration,
@@ -229,7 +246,11 @@ async fn serve_over_capacity<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut start = [0u8; 16];
-    let peeked = tokio::time::timeout(OVER_CAPACITY_HEAD_TIMEOUT, stream.peek(&mut start)).await;
+    let peeked = tokio::time::timeout(
+        OVER_CAPACITY_HEAD_TIMEOUT,
+        stream.get_ref().peek(&mut start),
+    )
+    .await;
     if let Ok(Ok(read)) = peeked {
         if is_health_check(&start[..read]) {
             let mut builder = http1::Builder::new();
@@ -251,7 +272,7 @@ async fn serve_over_capacity<S, B>(
 /// Writes `answer`, closes the writing side, and reads what the client still sends until
 /// it closes too, so that unread request bytes do not turn the close into a reset that
 /// could destroy the answer before the client reads it.
-async fn lingering_close(mut stream: TcpStream, answer: &[u8]) {
+async fn lingering_close(mut stream: Counted<TcpStream>, answer: &[u8]) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     if stream.write_all(answer).await.is_err() || stream.shutdown().await.is_err() {
         return;

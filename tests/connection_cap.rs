@@ -9,16 +9,15 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A server that admits at most `max` connections; stops when the sender is dropped.
+/// A server with `settings`; it stops when the sender is dropped.
 async fn capped_server(
-    max: usize,
+    settings: ServeSettings,
 ) -> (std::net::SocketAddr, Hub, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hub = Hub::new();
     let app = Dualcast::new(hub.clone(), JwtAuthenticator::hs256(SECRET));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let settings = ServeSettings::new().max_connections(max);
     let served = hub.clone();
     tokio::spawn(async move {
         dualcast::serve_with_settings(listener, served, app, settings, async {
@@ -44,7 +43,7 @@ async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> String {
 
 #[tokio::test]
 async fn past_the_connection_cap_new_connections_get_503_and_healthz_still_answers() {
-    let (addr, hub, _stop) = capped_server(2).await;
+    let (addr, hub, _stop) = capped_server(ServeSettings::new().max_connections(2)).await;
     let mut events = hub.subscribe();
     let server = TestServerAddr(addr);
     let token = player_token("yuri");
@@ -114,4 +113,32 @@ impl TestServerAddr {
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
         socket
     }
+}
+
+#[tokio::test]
+async fn past_the_cap_a_flood_is_refused_at_once_without_spending_the_reserve() {
+    // No connection is admitted, and one at a time past the cap is answered at leisure.
+    let settings = ServeSettings::new()
+        .max_connections(0)
+        .over_capacity_answers(1);
+    let (addr, _hub, _stop) = capped_server(settings).await;
+    // A client that sends nothing holds that one place (for up to half a second)...
+    let _silent = TcpStream::connect(addr).await.unwrap();
+    // ...so the next one is not served, not even a health check: it gets the 503 written at
+    // once and the connection closed (which may reach the client as a reset, since its
+    // request is never read).
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the connection closed in time");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 503 "),
+        "{answer}"
+    );
 }
