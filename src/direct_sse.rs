@@ -1024,17 +1024,8 @@ mod tests {
             })
         }
 
-        fn config() -> ProptestConfig {
-            ProptestConfig {
-                cases: 256,
-                // No regression files written into the source tree.
-                failure_persistence: None,
-                ..ProptestConfig::default()
-            }
-        }
-
         proptest! {
-            #![proptest_config(config())]
+            #![proptest_config(crate::proptest_config(256))]
 
             #[test]
             fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..600)) {

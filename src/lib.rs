@@ -59,6 +59,17 @@ pub use ws::WebSocketSettings;
 pub use dualcast_layers;
 pub use dualcast_layers::{Auth, AuthLayer, Authenticate, Identity, JwtAuthenticator, Role};
 
+/// The property tests' settings: `cases` cases, and no regression files written into the
+/// source tree.
+#[cfg(test)]
+fn proptest_config(cases: u32) -> proptest::prelude::ProptestConfig {
+    proptest::prelude::ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    }
+}
+
 /// The README's Rust examples, compiled as doctests so they stay true.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -890,17 +890,8 @@ mod tests {
             assert_eq!(messages, pongs);
         }
 
-        fn config() -> ProptestConfig {
-            ProptestConfig {
-                cases: 128,
-                // No regression files written into the source tree.
-                failure_persistence: None,
-                ..ProptestConfig::default()
-            }
-        }
-
         proptest! {
-            #![proptest_config(config())]
+            #![proptest_config(crate::proptest_config(128))]
 
             #[test]
             fn whatever_a_client_sends_the_connection_ends_cleanly(input in any_input()) {
