@@ -121,7 +121,13 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
+    // Past the cap a connection is served one request at most, and has little time for it.
+    let mut over_capacity = http1::Builder::clone(&builder);
+    over_capacity
+        .header_read_timeout(OVER_CAPACITY_HEAD_TIMEOUT)
+        .keep_alive(false);
     let builder = Arc::new(builder);
+    let over_capacity = Arc::new(over_capacity);
     let limit = ConnectionLimit::new(settings.get_max_connections());
     let answering = ConnectionLimit::new(settings.get_over_capacity_answers());
     let retry_after = settings.get_retry_after();
@@ -159,7 +165,15 @@ where
                     match answering.try_acquire() {
                         Some(permit) => {
                             let stream = Counted::new(stream, permit);
-                            connections.spawn(serve_over_capacity(stream, service, peer, retry_after));
+                            let builder = Arc::clone(&over_capacity);
+                            connections.spawn(serve_over_capacity(
+                                stream,
+                                builder,
+                                service,
+                                stopped.clone(),
+                                peer,
+                                retry_after,
+                            ));
                         }
                         None => {
                             let _ = stream.try_write(&over_capacity_response(retry_after));
@@ -232,7 +246,9 @@ const OVER_CAPACITY_HEAD_TIMEOUT: Duration = Duration::from_millis(500);
 /// closes); anything else gets the quick `503`. Either way it is over within a few seconds.
 async fn serve_over_capacity<S, B>(
     stream: Counted<TcpStream>,
+    builder: Arc<http1::Builder>,
     service: S,
+    stopped: watch::Receiver<bool>,
     peer: SocketAddr,
     retry_after: Duration,
 ) where
@@ -253,12 +269,6 @@ async fn serve_over_capacity<S, B>(
     .await;
     if let Ok(Ok(read)) = peeked {
         if is_health_check(&start[..read]) {
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(OVER_CAPACITY_HEAD_TIMEOUT)
-                .keep_alive(false);
-            let (_stop, stopped) = watch::channel(false);
             serve_with_hyper(&builder, stream, service, stopped, peer).await;
             return;
         }
