@@ -534,6 +534,32 @@ mod tests {
         );
     }
 
+    /// A WebSocket of player `p` on a new hub, driven with `settings` over an in-memory pipe
+    /// of `capacity` bytes each way: the client's end of the pipe, the hub, its events
+    /// (subscribed before the connection registered) and the connection's task.
+    async fn piped_connection(
+        capacity: usize,
+        settings: &WebSocketSettings,
+        expires_at: Option<Instant>,
+    ) -> (
+        tokio::io::DuplexStream,
+        crate::Hub,
+        tokio::sync::broadcast::Receiver<crate::HubEvent>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let hub = crate::Hub::new();
+        let events = hub.subscribe();
+        let (guard, outbox) = hub
+            .register("p", crate::ConnectionKind::WebSocket, None)
+            .unwrap();
+        let (client, server) = tokio::io::duplex(capacity);
+        let server =
+            WebSocketStream::from_raw_socket(server, Role::Server, Some(settings.tungstenite()))
+                .await;
+        let task = tokio::spawn(drive(server, guard, outbox, settings, expires_at));
+        (client, hub, events, task)
+    }
+
     /// A client that reads nothing, over an in-memory pipe of 1 KiB, so that a write of
     /// the first 4 KiB message is cut short and blocks; the connection is driven on tokio's
     /// paused clock. Returns the client's end, the hub's events and the messages published.
@@ -545,18 +571,9 @@ mod tests {
         tokio::sync::broadcast::Receiver<crate::HubEvent>,
         usize,
     ) {
-        let hub = crate::Hub::new();
-        let mut events = hub.subscribe();
-        let (guard, outbox) = hub
-            .register("p", crate::ConnectionKind::WebSocket, None)
-            .unwrap();
-        let (client, server) = tokio::io::duplex(1024);
-        let settings = WebSocketSettings::default();
-        let server =
-            WebSocketStream::from_raw_socket(server, Role::Server, Some(settings.tungstenite()))
-                .await;
         let expires_at = expires_in.map(|after| Instant::now() + after);
-        tokio::spawn(drive(server, guard, outbox, &settings, expires_at));
+        let (client, hub, mut events, _) =
+            piped_connection(1024, &WebSocketSettings::default(), expires_at).await;
         let published = 40;
         let message = crate::Message::json("big", "x".repeat(4096).into());
         for _ in 0..published {
@@ -805,20 +822,9 @@ mod tests {
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                let hub = crate::Hub::new();
-                let mut events = hub.subscribe();
-                let (guard, outbox) = hub
-                    .register("p", crate::ConnectionKind::WebSocket, None)
-                    .unwrap();
-                let (mut client, server) = tokio::io::duplex(1 << 20);
                 let settings = WebSocketSettings::default().max_message_size(1024);
-                let server = WebSocketStream::from_raw_socket(
-                    server,
-                    Role::Server,
-                    Some(settings.tungstenite()),
-                )
-                .await;
-                let task = tokio::spawn(drive(server, guard, outbox, &settings, None));
+                let (mut client, hub, mut events, task) =
+                    piped_connection(1 << 20, &settings, None).await;
                 client.write_all(input).await.unwrap();
                 client.shutdown().await.unwrap();
                 let mut written = Vec::new();
@@ -844,20 +850,9 @@ mod tests {
 
         #[tokio::test(start_paused = true)]
         async fn every_ping_is_answered_even_when_the_socket_was_full_as_its_pong_was_queued() {
-            let hub = crate::Hub::new();
-            let (guard, outbox) = hub
-                .register("p", crate::ConnectionKind::WebSocket, None)
-                .unwrap();
             // Room for two pongs of 127 bytes, not four.
-            let (mut client, server) = tokio::io::duplex(300);
-            let settings = WebSocketSettings::default();
-            let server = WebSocketStream::from_raw_socket(
-                server,
-                Role::Server,
-                Some(settings.tungstenite()),
-            )
-            .await;
-            tokio::spawn(drive(server, guard, outbox, &settings, None));
+            let (mut client, _hub, _, _) =
+                piped_connection(300, &WebSocketSettings::default(), None).await;
             // Two pings, answered; two more while those answers sit unread, so the third
             // pong is cut short and the fourth waits behind it. (The runtime has one thread:
             // yielding lets the connection's task read what was sent.)
