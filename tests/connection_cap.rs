@@ -4,30 +4,9 @@
 mod common;
 
 use common::*;
-use dualcast::{Dualcast, Hub, HubEvent, JwtAuthenticator, ServeSettings};
-use http::StatusCode;
+use dualcast::{HubEvent, ServeSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A server with `settings`; it stops when the sender is dropped.
-async fn capped_server(
-    settings: ServeSettings,
-) -> (std::net::SocketAddr, Hub, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hub = Hub::new();
-    let app = Dualcast::new(hub.clone(), JwtAuthenticator::hs256(SECRET));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = hub.clone();
-    tokio::spawn(async move {
-        dualcast::serve_with_settings(listener, served, app, settings, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    (addr, hub, stop)
-}
 
 /// Sends `request` on a new connection and reads the whole answer (the server closes it).
 async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> String {
@@ -43,12 +22,12 @@ async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> String {
 
 #[tokio::test]
 async fn past_the_connection_cap_new_connections_get_503_and_healthz_still_answers() {
-    let (addr, hub, _stop) = capped_server(ServeSettings::new().max_connections(2)).await;
+    let server = TestServer::start_with_settings(ServeSettings::new().max_connections(2)).await;
+    let (addr, hub) = (server.addr, server.hub.clone());
     let mut events = hub.subscribe();
-    let server = TestServerAddr(addr);
     let token = player_token("yuri");
-    let first = server.ws(&token).await;
-    let _second = server.ws(&token).await;
+    let first = server.ws("/api/ws", &token).await;
+    let _second = server.ws("/api/ws", &token).await;
     assert_eq!(hub.connection_count(), 2);
 
     let refused = raw_exchange(
@@ -92,36 +71,14 @@ async fn past_the_connection_cap_new_connections_get_503_and_healthz_still_answe
     assert!(admitted.starts_with("HTTP/1.1 401 "), "served: {admitted}");
 }
 
-struct TestServerAddr(std::net::SocketAddr);
-
-impl TestServerAddr {
-    async fn ws(&self, token: &str) -> tokio_tungstenite::WebSocketStream<TcpStream> {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = format!("ws://{}/api/ws", self.0)
-            .into_client_request()
-            .unwrap();
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            format!("bearer, {token}").parse().unwrap(),
-        );
-        let stream = TcpStream::connect(self.0).await.unwrap();
-        let (socket, response) =
-            tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, stream))
-                .await
-                .expect("a handshake in time")
-                .unwrap();
-        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
-        socket
-    }
-}
-
 #[tokio::test]
 async fn past_the_cap_a_flood_is_refused_at_once_without_spending_the_reserve() {
     // No connection is admitted, and one at a time past the cap is answered at leisure.
     let settings = ServeSettings::new()
         .max_connections(0)
         .over_capacity_answers(1);
-    let (addr, _hub, _stop) = capped_server(settings).await;
+    let server = TestServer::start_with_settings(settings).await;
+    let addr = server.addr;
     // A client that sends nothing holds that one place (for up to half a second)...
     let _silent = TcpStream::connect(addr).await.unwrap();
     // ...so the next one is not served, not even a health check: it gets the 503 written at

@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use dualcast::dualcast_layers::auth::AuthError;
 use dualcast::dualcast_layers::jwt::{issue_hs256, Claims};
-use dualcast::{Authenticate, Dualcast, Hub, HubEvent, Identity, JwtAuthenticator, Message, Role};
+use dualcast::{
+    Authenticate, Dualcast, Hub, HubEvent, Identity, JwtAuthenticator, Message, Role, ServeSettings,
+};
 use futures_util::StreamExt;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -73,12 +75,27 @@ impl TestServer {
     where
         A: Authenticate + Clone + Send + Sync + 'static,
     {
+        let app = configure(Dualcast::new(hub.clone(), authenticator));
+        Self::serve(hub, app, ServeSettings::default()).await
+    }
+
+    /// `dualcast::serve_with_settings` with `settings` (the connection cap, say).
+    pub async fn start_with_settings(settings: ServeSettings) -> Self {
+        let hub = Hub::new();
+        let app = Dualcast::new(hub.clone(), JwtAuthenticator::hs256(SECRET));
+        Self::serve(hub, app, settings).await
+    }
+
+    async fn serve<A>(hub: Hub, app: Dualcast<A>, settings: ServeSettings) -> Self
+    where
+        A: Authenticate + Clone + Send + Sync + 'static,
+    {
         let listener = bind().await;
         let addr = listener.local_addr().unwrap();
-        let app = configure(Dualcast::new(hub.clone(), authenticator));
         let (stop, stopped) = oneshot::channel::<()>();
+        let served = hub.clone();
         let task = tokio::spawn(async move {
-            dualcast::serve(listener, app, async {
+            dualcast::serve_with_settings(listener, served, app, settings, async {
                 let _ = stopped.await;
             })
             .await
