@@ -1,32 +1,46 @@
 //! Tower layers for realtime connections, usable on their own.
 //!
 //! `dualcast-layers` holds the pieces of [dualcast] that make sense around *any* hyper or
-//! axum service:
+//! axum service. A host stacks them in front of its handlers, outermost first:
 //!
-//! - [`auth`]: [`AuthLayer`] verifies a JWT taken from `Authorization: Bearer`, from the
-//!   WebSocket subprotocol list (`Sec-WebSocket-Protocol: bearer, <jwt>`) or from the
-//!   `access_token` query parameter, puts an [`Identity`] in the request extensions and, when
-//!   the token came as a subprotocol, selects `bearer` on the `101 Switching Protocols`.
-//! - [`jwt`]: [`JwtAuthenticator`], HS256 with a shared secret or RS256/EdDSA with a public key.
+//! ```text
+//! request ─▶ AuthLayer ─▶ TrackLayer ─▶ handler (reads Identity and Leases)
+//! ```
+//!
+//! - [`auth`]: [`AuthLayer`] identifies each request, by an [`Identity`] a host layer put
+//!   in the request extensions, by a token (`Authorization: Bearer`, the WebSocket
+//!   subprotocol list `Sec-WebSocket-Protocol: bearer, <jwt>`, or the `access_token` query
+//!   parameter) verified with an [`Authenticate`], or by an async [`Identify`] hook (a
+//!   session cookie); it checks the `Origin` of cookie-borne requests, and puts the
+//!   [`Identity`] in the request extensions.
+//! - [`track`]: [`TrackLayer`] counts open connections in a [`ConnectionTracker`] with a
+//!   lease in the request's [`Leases`], which the handler of a long-lived connection keeps
+//!   ([`OwnedLeases`]) until the connection ends.
+//! - [`jwt`]: [`JwtAuthenticator`], the [`Authenticate`] for JSON Web Tokens.
 //! - [`error`]: the JSON error body every dualcast response uses.
 //! - [`query`]: reading one query parameter without allocating when it needs no decoding.
 //!
-//! Each layer defines the small trait it needs ([`Authenticate`]) so a host can plug in its
-//! own verification.
+//! Each layer defines the small trait it needs ([`Authenticate`], [`Identify`]) so a host
+//! can plug in its own verification. The crate knows nothing of dualcast's hub: the
+//! handlers behind the layers read [`Identity`] and [`Leases`] from the request.
 //!
 //! ```
-//! use dualcast_layers::{AuthLayer, Identity, JwtAuthenticator, Role};
+//! use dualcast_layers::{AuthLayer, Identity, JwtAuthenticator, OwnedLeases, Role, TrackLayer};
 //! use dualcast_layers::jwt::{issue_hs256, Claims};
 //! use http::{Request, Response, StatusCode};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
 //! # tokio_test_block_on(async {
 //! let secret = b"an example secret of enough length";
+//! let (track, connections) = TrackLayer::pair();
 //! let service = ServiceBuilder::new()
 //!     .layer(AuthLayer::new(JwtAuthenticator::hs256(secret)))
+//!     .layer(track)
 //!     .service(service_fn(|request: Request<()>| async move {
 //!         let identity = request.extensions().get::<Identity>().expect("set by AuthLayer");
-//!         let body = bytes::Bytes::copy_from_slice(identity.player_id().as_bytes());
+//!         // A streaming handler keeps the leases for as long as its connection lives.
+//!         let leases = OwnedLeases::from_request(&request);
+//!         let body = Body::Stream { player: identity.player_id().to_owned(), leases };
 //!         Ok::<_, std::convert::Infallible>(Response::new(body))
 //!     }));
 //!
@@ -34,12 +48,30 @@
 //! let request = Request::get("/").header("authorization", format!("Bearer {token}")).body(()).unwrap();
 //! let response = service.clone().oneshot(request).await.unwrap();
 //! assert_eq!(response.status(), StatusCode::OK);
-//! assert_eq!(response.into_body(), "alice");
+//! assert_eq!(connections.open(), 1);
+//! let Body::Stream { player, leases } = response.into_body() else { unreachable!() };
+//! assert_eq!((player.as_str(), leases.len()), ("alice", 1));
+//! drop(leases); // the stream ended
+//! assert_eq!(connections.open(), 0);
 //!
+//! // Refused by AuthLayer: the handler is not reached, and nothing is counted.
 //! let anonymous = Request::get("/").body(()).unwrap();
 //! let response = service.oneshot(anonymous).await.unwrap();
 //! assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+//! assert_eq!(connections.open(), 0);
 //! # });
+//!
+//! /// The handler's body: a stream holding its connection's leases, or a refusal (`AuthLayer`
+//! /// answers with a body made `From<Bytes>`).
+//! enum Body {
+//!     Refusal(bytes::Bytes),
+//!     Stream { player: String, leases: OwnedLeases },
+//! }
+//! impl From<bytes::Bytes> for Body {
+//!     fn from(refusal: bytes::Bytes) -> Self {
+//!         Body::Refusal(refusal)
+//!     }
+//! }
 //! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
 //! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
 //! # }
@@ -47,15 +79,18 @@
 //!
 //! [dualcast]: https://docs.rs/dualcast
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod auth;
 pub mod error;
 pub mod jwt;
 pub mod query;
+pub mod track;
 
 pub use auth::{
-    Auth, AuthError, AuthErrorKind, AuthLayer, Authenticate, Identity, Role, TokenSource,
+    Auth, AuthError, AuthErrorKind, AuthLayer, Authenticate, CredentialSource, Identify, Identity,
+    NoHook, NoTokens, Role,
 };
 pub use error::{ErrorResponse, ErrorType};
 pub use jwt::JwtAuthenticator;
+pub use track::{ConnectionTracker, Leases, OwnedLeases, Track, TrackLayer};
