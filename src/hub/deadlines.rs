@@ -1,0 +1,129 @@
+//! Credential deadlines: one task per hub ends each connection whose credential expired.
+//!
+//! A connection registered with a deadline gets one entry in an ordered map under the
+//! registry lock (removed when the connection leaves, so the map holds live connections
+//! only); the keeper task sleeps until the earliest entry and ends what is due with
+//! `auth_expired`, by the same path as every other ending the hub decides. No timer lives
+//! in the transports.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::registry::RegisterError;
+use super::{Hub, Inner};
+use crate::connection::{Connection, ConnectionId, DisconnectReason};
+
+/// Connections by credential deadline.
+#[derive(Default)]
+pub(super) struct Deadlines {
+    by_deadline: BTreeMap<(Instant, ConnectionId), Arc<Connection>>,
+}
+
+impl Deadlines {
+    /// Adds `connection`, due at its credential deadline; `true` when it is now the earliest
+    /// (the keeper must wake to sleep less).
+    pub(super) fn insert(&mut self, connection: &Arc<Connection>) -> bool {
+        let Some(deadline) = connection.credential_deadline else {
+            return false;
+        };
+        self.by_deadline
+            .insert((deadline, connection.id), connection.clone());
+        self.by_deadline
+            .keys()
+            .next()
+            .is_some_and(|(first, id)| *first == deadline && *id == connection.id)
+    }
+
+    /// Forgets `connection`'s deadline, if it has one.
+    pub(super) fn remove(&mut self, connection: &Connection) {
+        if let Some(deadline) = connection.credential_deadline {
+            self.by_deadline.remove(&(deadline, connection.id));
+        }
+    }
+
+    /// The earliest deadline.
+    fn next(&self) -> Option<Instant> {
+        self.by_deadline
+            .keys()
+            .next()
+            .map(|(deadline, _)| *deadline)
+    }
+
+    /// Takes out every connection due at `now`.
+    fn take_due(&mut self, now: Instant) -> Vec<Arc<Connection>> {
+        let mut due = Vec::new();
+        while let Some(entry) = self.by_deadline.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            due.push(entry.remove());
+        }
+        due
+    }
+}
+
+impl Hub {
+    /// Starts the keeper task unless it runs already.
+    pub(super) fn start_deadline_keeper(&self) -> Result<(), RegisterError> {
+        if self.inner.keeper_started.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| RegisterError::NoRuntime)?;
+        if self
+            .inner
+            .keeper_started
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            runtime.spawn(keep_deadlines(
+                Arc::downgrade(&self.inner),
+                self.inner.deadline_changed.clone(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The keeper: holds the hub only weakly, so it ends once the hub is gone (the hub's drop
+/// wakes it).
+async fn keep_deadlines(hub: Weak<Inner>, changed: Arc<Notify>) {
+    loop {
+        let next = {
+            let Some(inner) = hub.upgrade() else { return };
+            let hub = Hub { inner };
+            let due = hub.write().deadlines.take_due(Instant::now());
+            for connection in due {
+                if hub.end_connection(&connection, DisconnectReason::AuthExpired) {
+                    tracing::info!(
+                        connection_id = %connection.id,
+                        player_id = &*connection.player_id,
+                        "credential expired: connection ended"
+                    );
+                }
+            }
+            let next = hub.read().deadlines.next();
+            next
+        };
+        match next {
+            Some(deadline) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = changed.notified() => {}
+                }
+            }
+            None => changed.notified().await,
+        }
+    }
+}
+
+#[cfg(test)]
+impl Deadlines {
+    pub(super) fn len(&self) -> usize {
+        self.by_deadline.len()
+    }
+}

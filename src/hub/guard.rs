@@ -1,0 +1,186 @@
+//! A connection's life as one value: [`ConnectionGuard`], and the [`Outbox`] its transport
+//! drains.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use dualcast_layers::OwnedLeases;
+use tokio::sync::mpsc;
+
+use super::Hub;
+use crate::connection::{
+    Connection, ConnectionId, ConnectionInfo, ConnectionKind, DisconnectReason,
+};
+use crate::message::Frame;
+
+/// Keeps one connection in the hub; dropping it removes the connection, logs the ending
+/// with its reason, emits [`HubEvent::Disconnected`](super::HubEvent::Disconnected), and
+/// then drops the connection's leases.
+///
+/// Owned by the WebSocket task or the SSE body, so every way a connection can end cleans
+/// up the same way.
+pub struct ConnectionGuard {
+    hub: Hub,
+    connection: Arc<Connection>,
+    /// Dropped after the connection has left the hub (fields drop after `Drop::drop`).
+    _leases: OwnedLeases,
+}
+
+/// A connection's end signal without its ownership: lets the code that writes a stream
+/// notice that the connection ended even while it cannot poll the stream's body.
+#[derive(Clone)]
+pub(crate) struct EndWatch(Arc<Connection>);
+
+impl fmt::Debug for EndWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("EndWatch").field(&self.0.id).finish()
+    }
+}
+
+impl EndWatch {
+    pub(crate) fn poll_end(&self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
+        self.0.poll_end(cx)
+    }
+}
+
+impl ConnectionGuard {
+    pub(super) fn new(hub: Hub, connection: Arc<Connection>, leases: OwnedLeases) -> Self {
+        Self {
+            hub,
+            connection,
+            _leases: leases,
+        }
+    }
+
+    pub(crate) fn end_watch(&self) -> EndWatch {
+        EndWatch(self.connection.clone())
+    }
+
+    /// The connection's id.
+    #[must_use]
+    pub fn id(&self) -> ConnectionId {
+        self.connection.id
+    }
+
+    /// The connection's player.
+    #[must_use]
+    pub fn player_id(&self) -> &str {
+        &self.connection.player_id
+    }
+
+    /// The connection's transport.
+    #[must_use]
+    pub fn kind(&self) -> ConnectionKind {
+        self.connection.kind
+    }
+
+    /// A snapshot of the connection's metadata.
+    #[must_use]
+    pub fn info(&self) -> ConnectionInfo {
+        self.connection.info()
+    }
+
+    /// Records a sign of life from the client (moves `last_seen`).
+    pub fn touch(&self) {
+        self.connection.touch();
+    }
+
+    /// Ends the connection with `reason`, unless it already has one; the transport sees it
+    /// through [`poll_end`](Self::poll_end). Transports call this for what they see on the
+    /// wire (the client closed, broke the protocol); the hub's own endings go through
+    /// [`Hub::disconnect_player`] and the hub's internal paths.
+    pub fn end(&self, reason: DisconnectReason) {
+        self.connection.end(reason);
+    }
+
+    /// The reason the connection is ending, once it is.
+    #[must_use]
+    pub fn end_reason(&self) -> Option<DisconnectReason> {
+        self.connection.end_reason()
+    }
+
+    /// Ready with the reason once the hub (or anyone) ended the connection.
+    pub fn poll_end(&self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
+        self.connection.poll_end(cx)
+    }
+}
+
+impl fmt::Debug for ConnectionGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionGuard")
+            .field("connection", &self.connection.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.connection.end(DisconnectReason::ClientClosed);
+        let reason = self
+            .connection
+            .end_reason()
+            .unwrap_or(DisconnectReason::ClientClosed);
+        self.hub.remove(&self.connection, reason);
+        let lived = self.connection.established_at.elapsed().unwrap_or_default();
+        tracing::info!(
+            connection_id = %self.connection.id,
+            player_id = &*self.connection.player_id,
+            kind = self.connection.kind.as_str(),
+            session_id = self.connection.session_id.as_deref().unwrap_or(""),
+            reason = reason.code(),
+            lived_ms = lived.as_millis() as u64,
+            "connection closed"
+        );
+        if self.hub.inner.guards.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.hub.inner.guards_gone.notify_waiters();
+        }
+    }
+}
+
+/// The queue of frames published to one connection, drained by its transport.
+#[derive(Debug)]
+pub struct Outbox {
+    receiver: mpsc::Receiver<Frame>,
+    connection: Arc<Connection>,
+}
+
+impl Outbox {
+    pub(super) fn new(receiver: mpsc::Receiver<Frame>, connection: Arc<Connection>) -> Self {
+        Self {
+            receiver,
+            connection,
+        }
+    }
+
+    /// The next frame; `None` once the hub can send no more.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        self.receiver.recv().await
+    }
+
+    /// Polls for the next frame.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+        self.receiver.poll_recv(cx)
+    }
+
+    /// A frame if one is ready now.
+    pub fn try_recv(&mut self) -> Option<Frame> {
+        self.receiver.try_recv().ok()
+    }
+
+    /// The connection this outbox feeds.
+    #[must_use]
+    pub fn connection_id(&self) -> ConnectionId {
+        self.connection.id
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,266 @@
+//! The registry of live connections: [`Registration`] in, [`ConnectionGuard`] out, and the
+//! one place a connection leaves.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use dualcast_layers::OwnedLeases;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::deadlines::Deadlines;
+use super::events::{HubEvent, Presence};
+use super::guard::{ConnectionGuard, Outbox};
+use super::Hub;
+use crate::connection::{Connection, ConnectionId, ConnectionKind, DisconnectReason};
+
+/// Everything the hub is told about a connection when it opens; see [`Hub::register`].
+///
+/// ```
+/// use dualcast::{ConnectionKind, Hub, Registration};
+/// use std::time::Duration;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let hub = Hub::new();
+/// let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+/// let (guard, _outbox) = hub
+///     .register(
+///         Registration::new("alice", ConnectionKind::Sse)
+///             .session("match-7")
+///             .credential_deadline(deadline),
+///     )
+///     .unwrap();
+/// assert_eq!(guard.info().session_id.as_deref(), Some("match-7"));
+/// # });
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct Registration {
+    pub(super) player: Arc<str>,
+    pub(super) kind: ConnectionKind,
+    pub(super) session: Option<Arc<str>>,
+    pub(super) credential_deadline: Option<Instant>,
+    pub(super) leases: OwnedLeases,
+}
+
+impl Registration {
+    /// A connection of `player` over `kind`: no session, no credential deadline, no leases.
+    pub fn new(player: impl Into<Arc<str>>, kind: ConnectionKind) -> Self {
+        Self {
+            player: player.into(),
+            kind,
+            session: None,
+            credential_deadline: None,
+            leases: OwnedLeases::default(),
+        }
+    }
+
+    /// The game session the connection joins. Default: none.
+    pub fn session(mut self, session: impl Into<Arc<str>>) -> Self {
+        self.session = Some(session.into());
+        self
+    }
+
+    /// When the credential that opened the connection stops being valid: the hub then ends
+    /// it with `auth_expired`. Default: never.
+    pub fn credential_deadline(mut self, deadline: Instant) -> Self {
+        self.credential_deadline = Some(deadline);
+        self
+    }
+
+    /// Values that must live exactly as long as the connection (what the layers in front
+    /// of the handler put in the request's [`Leases`](dualcast_layers::Leases)): the
+    /// connection's guard owns them and drops them when the connection has left the hub.
+    /// Default: none.
+    pub fn leases(mut self, leases: OwnedLeases) -> Self {
+        self.leases = leases;
+        self
+    }
+}
+
+/// Why [`Hub::register`] refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RegisterError {
+    /// The hub is shutting down.
+    ShuttingDown,
+    /// A credential deadline was given outside a tokio runtime, so nothing could enforce it.
+    NoRuntime,
+}
+
+impl fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ShuttingDown => f.write_str("the server is shutting down"),
+            Self::NoRuntime => f.write_str(
+                "a connection with a credential deadline must be registered inside a tokio runtime",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RegisterError {}
+
+#[derive(Default)]
+pub(super) struct Registry {
+    pub(super) players: HashMap<Arc<str>, Player>,
+    pub(super) rooms: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    pub(super) connections: usize,
+    pub(super) deadlines: Deadlines,
+}
+
+#[derive(Default)]
+pub(super) struct Player {
+    pub(super) connections: Vec<Arc<Connection>>,
+    pub(super) rooms: HashSet<Arc<str>>,
+}
+
+impl Hub {
+    /// Registers a live connection.
+    ///
+    /// The guard keeps it in the hub until dropped; the outbox yields what is published
+    /// to it. Other connections of the player, of either kind, are untouched.
+    pub fn register(
+        &self,
+        registration: Registration,
+    ) -> Result<(ConnectionGuard, Outbox), RegisterError> {
+        let Registration {
+            player,
+            kind,
+            session,
+            credential_deadline,
+            leases,
+        } = registration;
+        if credential_deadline.is_some() {
+            self.start_deadline_keeper()?;
+        }
+        let (sender, receiver) = mpsc::channel(self.inner.settings.outbox_capacity);
+        let id = ConnectionId(self.inner.next_connection.fetch_add(1, Ordering::Relaxed));
+        let connection = {
+            let mut registry = self.write();
+            // Checked under the lock: `shutdown` sets the flag and then ends every connection
+            // it finds, so a connection is either refused here or found and ended there.
+            if self.inner.shutting_down.load(Ordering::Acquire) {
+                return Err(RegisterError::ShuttingDown);
+            }
+            let player_id = match registry.players.get_key_value(&*player) {
+                Some((stored, _)) => stored.clone(),
+                None => player,
+            };
+            let connection = Arc::new(Connection::new(
+                id,
+                player_id.clone(),
+                kind,
+                session,
+                credential_deadline,
+                sender,
+            ));
+            let entry = registry.players.entry(player_id.clone()).or_default();
+            entry.connections.push(connection.clone());
+            let came_online = entry.connections.len() == 1;
+            registry.connections += 1;
+            if registry.deadlines.insert(&connection) {
+                self.inner.deadline_changed.notify_one();
+            }
+            self.inner.guards.fetch_add(1, Ordering::AcqRel);
+            self.emit(HubEvent::Connected {
+                connection_id: id,
+                player_id: player_id.clone(),
+                kind,
+            });
+            if came_online {
+                self.emit(HubEvent::Presence {
+                    player_id,
+                    presence: Presence::Online,
+                });
+            }
+            connection
+        };
+        tracing::info!(
+            connection_id = %id,
+            player_id = &*connection.player_id,
+            kind = kind.as_str(),
+            session_id = connection.session_id.as_deref().unwrap_or(""),
+            "connection opened"
+        );
+        Ok((
+            ConnectionGuard::new(self.clone(), connection.clone(), leases),
+            Outbox::new(receiver, connection),
+        ))
+    }
+
+    /// Ends every live connection of `player_id` with `reason`, both kinds (a WebSocket gets
+    /// the reason's close frame, an SSE stream a `disconnect` event), and returns how many
+    /// it ended. The player's rooms are kept. For a host's own logout, ban or kick:
+    ///
+    /// ```
+    /// use dualcast::{ConnectionKind, DisconnectReason, Hub, Registration};
+    ///
+    /// let hub = Hub::new();
+    /// let (guard, _outbox) = hub.register(Registration::new("alice", ConnectionKind::WebSocket)).unwrap();
+    /// assert_eq!(hub.disconnect_player("alice", DisconnectReason::Logout), 1);
+    /// assert_eq!(guard.end_reason(), Some(DisconnectReason::Logout));
+    /// ```
+    pub fn disconnect_player(&self, player_id: &str, reason: DisconnectReason) -> usize {
+        let registry = self.read();
+        let Some(player) = registry.players.get(player_id) else {
+            return 0;
+        };
+        player
+            .connections
+            .iter()
+            .filter(|connection| self.end_connection(connection, reason))
+            .count()
+    }
+
+    /// The one way the hub ends a connection: session takeover, logout, credential expiry
+    /// and shutdown all come here. The transport sees the reason through the guard's end
+    /// signal and tells the client. Returns whether this call ended it.
+    pub(super) fn end_connection(&self, connection: &Connection, reason: DisconnectReason) -> bool {
+        let ended = connection.end(reason);
+        if ended {
+            tracing::debug!(
+                connection_id = %connection.id,
+                player_id = &*connection.player_id,
+                reason = reason.code(),
+                "hub ended the connection"
+            );
+        }
+        ended
+    }
+
+    /// Takes `connection` out of the registry if it is still there; idempotent.
+    pub(super) fn remove(&self, connection: &Arc<Connection>, reason: DisconnectReason) {
+        let mut registry = self.write();
+        let registry = &mut *registry;
+        let Some(player) = registry.players.get_mut(&*connection.player_id) else {
+            return;
+        };
+        let before = player.connections.len();
+        player.connections.retain(|c| c.id != connection.id);
+        if player.connections.len() == before {
+            return;
+        }
+        let went_offline = player.connections.is_empty();
+        if went_offline && player.rooms.is_empty() {
+            registry.players.remove(&*connection.player_id);
+        }
+        registry.connections -= 1;
+        registry.deadlines.remove(connection);
+        // Under the lock, like `register`'s events.
+        self.emit(HubEvent::Disconnected {
+            connection_id: connection.id,
+            player_id: connection.player_id.clone(),
+            kind: connection.kind,
+            reason,
+        });
+        if went_offline {
+            self.emit(HubEvent::Presence {
+                player_id: connection.player_id.clone(),
+                presence: Presence::Offline,
+            });
+        }
+    }
+}

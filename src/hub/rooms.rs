@@ -1,0 +1,72 @@
+//! Room membership: it belongs to the player, so it holds across all of its connections
+//! and while it has none.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::{shared_key, Hub};
+
+impl Hub {
+    /// Adds `player_id` to `room`; membership holds across all of its connections, and
+    /// while it has none. Returns `true` if it was not a member yet.
+    pub fn join_room(&self, player_id: &str, room: &str) -> bool {
+        let mut registry = self.write();
+        let registry = &mut *registry;
+        let player_key = shared_key(&registry.players, player_id);
+        let room_key = shared_key(&registry.rooms, room);
+        let player = registry.players.entry(player_key.clone()).or_default();
+        if !player.rooms.insert(room_key.clone()) {
+            return false;
+        }
+        registry
+            .rooms
+            .entry(room_key)
+            .or_default()
+            .insert(player_key);
+        true
+    }
+
+    /// Removes `player_id` from `room`. Returns `true` if it was a member.
+    pub fn leave_room(&self, player_id: &str, room: &str) -> bool {
+        let mut registry = self.write();
+        let Some(player) = registry.players.get_mut(player_id) else {
+            return false;
+        };
+        if !player.rooms.remove(room) {
+            return false;
+        }
+        if player.connections.is_empty() && player.rooms.is_empty() {
+            registry.players.remove(player_id);
+        }
+        if let Some(members) = registry.rooms.get_mut(room) {
+            members.remove(player_id);
+            if members.is_empty() {
+                registry.rooms.remove(room);
+            }
+        }
+        true
+    }
+
+    /// The members of `room`, sorted.
+    #[must_use]
+    pub fn room_members(&self, room: &str) -> Vec<String> {
+        sorted(self.read().rooms.get(room))
+    }
+
+    /// The rooms `player_id` belongs to, sorted.
+    #[must_use]
+    pub fn rooms_of(&self, player_id: &str) -> Vec<String> {
+        sorted(self.read().players.get(player_id).map(|p| &p.rooms))
+    }
+}
+
+/// The names in `set`, sorted; empty for `None`.
+fn sorted(set: Option<&HashSet<Arc<str>>>) -> Vec<String> {
+    let mut names: Vec<String> = set
+        .into_iter()
+        .flatten()
+        .map(|name| name.to_string())
+        .collect();
+    names.sort_unstable();
+    names
+}

@@ -1,0 +1,295 @@
+use super::*;
+use crate::connection::{ConnectionKind, Health};
+use crate::message::Message;
+use serde_json::json;
+
+fn message() -> Message {
+    Message::json("test", json!({"n": 1}))
+}
+
+#[test]
+fn a_dead_connection_found_during_delivery_is_removed_and_reported_as_failed() {
+    let hub = Hub::new();
+    let mut events = hub.subscribe();
+    let (_live_guard, _live_outbox) = hub
+        .register(Registration::new("alice", ConnectionKind::WebSocket))
+        .unwrap();
+    let (dead_guard, dead_outbox) = hub
+        .register(Registration::new("alice", ConnectionKind::Sse))
+        .unwrap();
+    drop(dead_outbox); // the transport is gone, its guard not yet dropped
+
+    let report = hub.send_to_player("alice", &message());
+    assert_eq!(
+        (
+            report.delivered,
+            report.websocket,
+            report.sse,
+            report.failed
+        ),
+        (1, 1, 0, 1)
+    );
+    assert_eq!(
+        hub.connections_of("alice").len(),
+        1,
+        "the dead connection left the hub"
+    );
+    assert_eq!(
+        dead_guard.end_reason(),
+        Some(DisconnectReason::ClientClosed)
+    );
+
+    let report = hub.send_to_player("alice", &message());
+    assert_eq!(
+        (report.delivered, report.failed),
+        (1, 0),
+        "it is not counted twice"
+    );
+    drop(dead_guard);
+    assert_eq!(hub.connection_count(), 1);
+    let disconnects = std::iter::from_fn(|| events.try_recv().ok())
+        .filter(|e| matches!(e, HubEvent::Disconnected { .. }))
+        .count();
+    assert_eq!(
+        disconnects, 1,
+        "removal during delivery and the guard's drop are one ending"
+    );
+}
+
+#[test]
+fn an_overflowing_outbox_ends_the_connection_as_a_slow_consumer() {
+    let hub = HubSettings::new().outbox_capacity(4).build();
+    let (guard, _outbox) = hub
+        .register(Registration::new("bob", ConnectionKind::WebSocket))
+        .unwrap();
+    for _ in 0..4 {
+        assert_eq!(hub.send_to_player("bob", &message()).delivered, 1);
+    }
+    assert_eq!(guard.info().health, Health::Degraded);
+    let report = hub.send_to_player("bob", &message());
+    assert_eq!((report.delivered, report.failed), (0, 1));
+    assert_eq!(guard.end_reason(), Some(DisconnectReason::SlowConsumer));
+    assert_eq!(hub.presence("bob"), Presence::Offline);
+}
+
+#[test]
+fn room_membership_belongs_to_the_player_and_outlives_its_connections() {
+    let hub = Hub::new();
+    assert!(hub.join_room("carol", "lobby"));
+    assert!(!hub.join_room("carol", "lobby"));
+    let (guard, _outbox) = hub
+        .register(Registration::new("carol", ConnectionKind::Sse))
+        .unwrap();
+    drop(guard);
+    assert_eq!(hub.rooms_of("carol"), ["lobby"]);
+    assert!(hub.leave_room("carol", "lobby"));
+    assert!(hub.room_members("lobby").is_empty());
+    assert_eq!(
+        hub.read().players.len(),
+        0,
+        "nothing is kept for a player with no rooms and no connections"
+    );
+}
+
+#[test]
+fn long_exclusion_lists_exclude_the_same_players_as_short_ones() {
+    let hub = Hub::new();
+    let players: Vec<String> = (0..40).map(|i| format!("p{i}")).collect();
+    let _connections: Vec<_> = players
+        .iter()
+        .map(|p| {
+            hub.join_room(p, "r");
+            hub.register(Registration::new(p.as_str(), ConnectionKind::Sse))
+                .unwrap()
+        })
+        .collect();
+    let few: Vec<&str> = players[..3].iter().map(String::as_str).collect();
+    let many: Vec<&str> = players[..30].iter().map(String::as_str).collect();
+    assert_eq!(hub.broadcast_to_room("r", &message(), &few).delivered, 37);
+    assert_eq!(hub.broadcast_to_room("r", &message(), &many).delivered, 10);
+    assert_eq!(hub.broadcast_global(&message(), &many).players, Some(10));
+}
+
+#[test]
+fn envelope_ids_are_unique_and_carry_the_epoch() {
+    let hub = Hub::new();
+    let a = hub.send_to_player("nobody", &message());
+    let b = hub.send_to_player("nobody", &message());
+    assert_ne!(a.id, b.id);
+    assert!(a.id.starts_with(&format!("{}-", hub.epoch())));
+    assert_eq!(a.delivered, 0);
+}
+
+#[tokio::test]
+async fn shutdown_ends_connections_and_waits_for_their_guards() {
+    let hub = Hub::new();
+    let (guard, _outbox) = hub
+        .register(Registration::new("dave", ConnectionKind::WebSocket))
+        .unwrap();
+    let done = hub.shutdown();
+    assert_eq!(guard.end_reason(), Some(DisconnectReason::ServerShutdown));
+    assert_eq!(
+        hub.register(Registration::new("erin", ConnectionKind::Sse))
+            .unwrap_err(),
+        RegisterError::ShuttingDown
+    );
+    let mut waiter = tokio::spawn(done);
+    let early = tokio::time::timeout(std::time::Duration::from_millis(50), &mut waiter).await;
+    assert!(early.is_err(), "shutdown waits while a guard lives");
+    drop(guard);
+    tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// `shutdown` promises to resolve once every guard is dropped, however long that takes
+/// (the caller bounds it): not after some delay of its own.
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_a_guard_held_for_an_hour_and_resolves_once_it_is_dropped() {
+    use std::time::Duration;
+    let hub = Hub::new();
+    let (guard, _outbox) = hub
+        .register(Registration::new("fay", ConnectionKind::Sse))
+        .unwrap();
+    let shutdown = hub.shutdown();
+    tokio::pin!(shutdown);
+    // The paused clock jumps to each timer as soon as nothing else can run: a shutdown
+    // that merely waited would be over long before the hour.
+    let early = tokio::time::timeout(Duration::from_secs(3600), &mut shutdown).await;
+    assert!(early.is_err(), "shutdown resolved while a guard lives");
+    assert_eq!(guard.end_reason(), Some(DisconnectReason::ServerShutdown));
+    drop(guard);
+    tokio::time::timeout(Duration::from_secs(1), &mut shutdown)
+        .await
+        .expect("shutdown resolves once the last guard is dropped");
+    assert_eq!(hub.connection_count(), 0);
+}
+
+#[test]
+fn disconnect_player_ends_every_connection_of_the_player_with_the_reason_and_no_other() {
+    let hub = Hub::new();
+    let (ws, _ws_outbox) = hub
+        .register(Registration::new("gus", ConnectionKind::WebSocket))
+        .unwrap();
+    let (sse, _sse_outbox) = hub
+        .register(Registration::new("gus", ConnectionKind::Sse))
+        .unwrap();
+    let (other, _other_outbox) = hub
+        .register(Registration::new("hal", ConnectionKind::Sse))
+        .unwrap();
+    assert_eq!(hub.disconnect_player("gus", DisconnectReason::Logout), 2);
+    assert_eq!(ws.end_reason(), Some(DisconnectReason::Logout));
+    assert_eq!(sse.end_reason(), Some(DisconnectReason::Logout));
+    assert_eq!(other.end_reason(), None);
+    assert_eq!(
+        hub.disconnect_player("gus", DisconnectReason::Logout),
+        0,
+        "an ending connection is not ended twice"
+    );
+    assert_eq!(hub.disconnect_player("nobody", DisconnectReason::Logout), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_hub_ends_a_connection_at_its_credential_deadline_and_not_before() {
+    use std::time::Duration;
+    use tokio::time::Instant;
+    let hub = Hub::new();
+    let start = Instant::now();
+    let (late, _late_outbox) = hub
+        .register(
+            Registration::new("ida", ConnectionKind::Sse)
+                .credential_deadline(start + Duration::from_secs(60)),
+        )
+        .unwrap();
+    let (early, _early_outbox) = hub
+        .register(
+            Registration::new("ida", ConnectionKind::WebSocket)
+                .credential_deadline(start + Duration::from_secs(10)),
+        )
+        .unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(30), ended(&early))
+        .await
+        .expect("the earlier deadline, registered second, ends its connection");
+    assert_eq!(reason, DisconnectReason::AuthExpired);
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+    assert_eq!(late.end_reason(), None, "the other one has time left");
+    let reason = tokio::time::timeout(Duration::from_secs(60), ended(&late))
+        .await
+        .unwrap();
+    assert_eq!(reason, DisconnectReason::AuthExpired);
+    assert_eq!(start.elapsed(), Duration::from_secs(60));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_leaves_before_its_deadline_leaves_nothing_behind() {
+    use std::time::Duration;
+    let hub = Hub::new();
+    for _ in 0..100 {
+        let (guard, _outbox) = hub
+            .register(
+                Registration::new("jo", ConnectionKind::Sse)
+                    .credential_deadline(tokio::time::Instant::now() + Duration::from_secs(3600)),
+            )
+            .unwrap();
+        drop(guard);
+    }
+    assert_eq!(
+        hub.read().deadlines.len(),
+        0,
+        "deadlines are kept for live connections only"
+    );
+}
+
+#[test]
+fn a_deadline_outside_a_runtime_is_refused_rather_than_ignored() {
+    let hub = Hub::new();
+    let deadline = {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async { tokio::time::Instant::now() })
+    };
+    let refused = hub
+        .register(Registration::new("kim", ConnectionKind::Sse).credential_deadline(deadline))
+        .unwrap_err();
+    assert_eq!(refused, RegisterError::NoRuntime);
+    assert_eq!(hub.connection_count(), 0);
+}
+
+#[test]
+fn the_leases_end_after_the_connection_left_the_hub() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    struct Lease(Hub, Arc<AtomicUsize>);
+    impl Drop for Lease {
+        fn drop(&mut self) {
+            // What the hub holds when the lease ends: the connection is gone already.
+            self.1
+                .store(self.0.connection_count() + 1, Ordering::SeqCst);
+        }
+    }
+    let hub = Hub::new();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let mut leases = dualcast_layers::OwnedLeases::default();
+    leases.push(Lease(hub.clone(), seen.clone()));
+    let (guard, _outbox) = hub
+        .register(Registration::new("lee", ConnectionKind::Sse).leases(leases))
+        .unwrap();
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        0,
+        "held while the connection lives"
+    );
+    drop(guard);
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "dropped with zero connections left"
+    );
+}
+
+/// Resolves with the reason once `guard`'s connection is ended.
+async fn ended(guard: &ConnectionGuard) -> DisconnectReason {
+    std::future::poll_fn(|cx| guard.poll_end(cx)).await
+}
