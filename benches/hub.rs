@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use dualcast::{ConnectionGuard, ConnectionKind, Hub, Message};
+use dualcast::{ConnectionGuard, ConnectionKind, Hub, Message, Registration};
 use tokio::runtime::Runtime;
 
 /// A hub whose room `room` has `members` players, every outbox drained by its own task.
@@ -31,7 +31,9 @@ fn room(runtime: &Runtime, members: usize) -> (Hub, Vec<ConnectionGuard>, Arc<At
             &[ConnectionKind::WebSocket]
         };
         for &kind in kinds {
-            let (guard, mut outbox) = hub.register(&player, kind, None).expect("hub is open");
+            let (guard, mut outbox) = hub
+                .register(Registration::new(player.as_str(), kind))
+                .expect("hub is open");
             let received = received.clone();
             runtime.spawn(async move {
                 while let Some(frame) = outbox.recv().await {

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use dualcast::dualcast_layers::jwt::{issue_hs256, Claims};
 use dualcast::{
-    Dualcast, Hub, JwtAuthenticator, Role, ServeSettings, SseSettings, WebSocketSettings,
+    AuthLayer, Dualcast, Hub, JwtAuthenticator, Role, ServeSettings, SseSettings, WebSocketSettings,
 };
 use tower::Layer;
 use tower_http::trace::TraceLayer;
@@ -34,7 +34,12 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Colour codes only for a terminal: a log written to a file stays plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .init();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -67,10 +72,14 @@ async fn run() -> Result<(), String> {
     };
 
     let hub = Hub::builder().outbox_capacity(outbox_capacity).build();
-    let app = Dualcast::new(hub.clone(), JwtAuthenticator::hs256(&secret))
+    let auth = AuthLayer::new(JwtAuthenticator::hs256(&secret));
+    let (app, hub) = Dualcast::builder(auth)
+        .hub(hub)
         .sse(SseSettings::new().keep_alive(Duration::from_secs(keep_alive_secs)))
         .max_publish_body(max_publish_bytes)
-        .websocket(WebSocketSettings::new().read_buffer_size(ws_read_buffer));
+        .websocket(WebSocketSettings::new().read_buffer_size(ws_read_buffer))
+        .build_service();
+    let endpoints = app.endpoints().clone();
     let traced = TraceLayer::new_for_http()
         .make_span_with(PathSpan)
         .layer(app);
@@ -88,9 +97,15 @@ async fn run() -> Result<(), String> {
     if generated {
         print_try_it(&secret, local)?;
     }
-    dualcast::serve_with_settings(listener, hub, traced, serve_settings, shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    dualcast::serve_with_settings(
+        listener,
+        endpoints,
+        traced,
+        serve_settings,
+        shutdown_signal(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use pin_project::pin_project;
 
-use crate::sse::SseStream;
+use crate::sse::stream::SseStream;
 
 /// A response body: a whole buffer, or a Server-Sent-Events stream that owns its
 /// connection's guard (so the connection ends when the body is dropped).
@@ -103,6 +103,73 @@ impl http_body::Body for ResponseBody {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Sse(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// The body of a response from a service [`DualcastLayer`](crate::DualcastLayer) wraps:
+/// dualcast's own answer, or the host service's, untouched.
+#[pin_project]
+#[derive(Debug)]
+pub struct LayerBody<B> {
+    #[pin]
+    kind: Either<B>,
+}
+
+#[pin_project(project = EitherProj)]
+#[derive(Debug)]
+enum Either<B> {
+    Dualcast(#[pin] ResponseBody),
+    Host(#[pin] B),
+}
+
+impl<B> LayerBody<B> {
+    pub(crate) fn dualcast(body: ResponseBody) -> Self {
+        Self {
+            kind: Either::Dualcast(body),
+        }
+    }
+
+    pub(crate) fn host(body: B) -> Self {
+        Self {
+            kind: Either::Host(body),
+        }
+    }
+}
+
+impl<B> http_body::Body for LayerBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.project().kind.project() {
+            EitherProj::Dualcast(body) => body
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map_err(|never| match never {}))),
+            EitherProj::Host(body) => body
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Either::Dualcast(body) => body.is_end_stream(),
+            Either::Host(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Either::Dualcast(body) => body.size_hint(),
+            Either::Host(body) => body.size_hint(),
         }
     }
 }

@@ -5,8 +5,9 @@
 //! 14 KiB of memory while idle. When the first request on a new connection is a plain
 //! `GET` of an SSE route, `serve` reads that head itself, calls the same service with it,
 //! and, when the answer is a `text/event-stream`, writes the head and then the events
-//! straight to the socket, every ready event in one `writev`. Any other answer (a 401,
-//! say) is written whole and the connection closed. Everything else (other requests, a
+//! straight to the socket, every ready event in one `writev`. Any other answer (a 401, or
+//! a host's own route that looks like one of dualcast's) is relayed as it is, whole, and
+//! the connection closed. Everything else (other requests, a
 //! connection that already served a request) goes through hyper as usual, with the same
 //! result for the client.
 //!
@@ -32,7 +33,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Version};
 use http_body::Body;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
@@ -40,7 +41,7 @@ use tower::{Service, ServiceExt};
 
 use dualcast_layers::error::http_date;
 
-use crate::connection::DisconnectReason;
+use crate::routes::RouteTable;
 use crate::sse::SseControl;
 use crate::write_batch::WriteBatch;
 
@@ -51,8 +52,6 @@ const MAX_HEAD: usize = 4096;
 const MIN_HEAD_BUFFER: usize = 512;
 /// Most headers in a request taken here; more go to hyper.
 const MAX_HEADERS: usize = 32;
-/// Most body bytes of a non-stream answer written here.
-const MAX_ANSWER: usize = 64 * 1024;
 
 /// What the first bytes of a connection are.
 pub(crate) enum FirstRequest {
@@ -69,13 +68,17 @@ pub(crate) enum FirstRequest {
 
 /// Finds out what the first request on `stream` is, for at most `timeout`. Consumes
 /// nothing unless the head arrives in pieces (see [`FirstRequest`]).
-pub(crate) async fn first_request(stream: &TcpStream, timeout: Duration) -> FirstRequest {
-    tokio::time::timeout(timeout, look_at_first_request(stream))
+pub(crate) async fn first_request(
+    stream: &TcpStream,
+    timeout: Duration,
+    table: &RouteTable,
+) -> FirstRequest {
+    tokio::time::timeout(timeout, look_at_first_request(stream, table))
         .await
         .unwrap_or(FirstRequest::Nothing)
 }
 
-async fn look_at_first_request(stream: &TcpStream) -> FirstRequest {
+async fn look_at_first_request(stream: &TcpStream, table: &RouteTable) -> FirstRequest {
     if stream.readable().await.is_err() {
         return FirstRequest::Nothing;
     }
@@ -87,7 +90,7 @@ async fn look_at_first_request(stream: &TcpStream) -> FirstRequest {
             Ok(0) | Err(_) => return FirstRequest::Nothing,
             Ok(seen) => seen,
         };
-        match parse_sse_request(&buffer[..seen]) {
+        match parse_sse_request(&buffer[..seen], table) {
             Head::Sse(request, head_len) if head_len == seen => {
                 return FirstRequest::Sse(request, head_len)
             }
@@ -97,14 +100,14 @@ async fn look_at_first_request(stream: &TcpStream) -> FirstRequest {
             Head::Partial => return FirstRequest::Other(Bytes::new()),
         }
     };
-    read_split_head(stream, seen).await
+    read_split_head(stream, seen, table).await
 }
 
 /// Reads, consuming it, the head of an SSE `GET` that has partly arrived (`seen` bytes of
 /// it), as the rest comes. A peek cannot wait for more bytes (the socket stays readable
 /// until a read finds nothing), a read can: each one that finds nothing clears the
 /// socket's readiness, and the next waits for new bytes.
-async fn read_split_head(stream: &TcpStream, seen: usize) -> FirstRequest {
+async fn read_split_head(stream: &TcpStream, seen: usize, table: &RouteTable) -> FirstRequest {
     let mut buffer = vec![0u8; (2 * seen).clamp(MIN_HEAD_BUFFER, MAX_HEAD)];
     let mut filled = 0;
     loop {
@@ -122,7 +125,7 @@ async fn read_split_head(stream: &TcpStream, seen: usize) -> FirstRequest {
             }
             Err(_) => return FirstRequest::Nothing,
         }
-        match parse_sse_request(&buffer[..filled]) {
+        match parse_sse_request(&buffer[..filled], table) {
             Head::Sse(request, head_len) if head_len == filled => {
                 return FirstRequest::Sse(request, 0);
             }
@@ -147,8 +150,9 @@ enum Head {
     Other,
 }
 
-/// Classifies the bytes of a request head.
-fn parse_sse_request(bytes: &[u8]) -> Head {
+/// Classifies the bytes of a request head: only dualcast's own SSE routes, under its
+/// prefix, are taken.
+fn parse_sse_request(bytes: &[u8], table: &RouteTable) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let complete = match parsed.parse(bytes) {
@@ -159,10 +163,7 @@ fn parse_sse_request(bytes: &[u8]) -> Head {
     let is_sse_get = parsed.method == Some("GET")
         && parsed.path.is_some_and(|target| {
             let path = target.split('?').next().unwrap_or(target);
-            path == "/api/sse"
-                || path
-                    .strip_prefix("/sse/")
-                    .is_some_and(|player| !player.is_empty() && !player.contains('/'))
+            table.is_sse(path)
         });
     match (is_sse_get, complete) {
         (false, _) => Head::Other,
@@ -229,57 +230,73 @@ pub(crate) async fn serve_sse<IO, S, B>(
     }
 }
 
-/// Writes `response` on `io`. An event stream gets its head written and is returned as
-/// the [`Pump`] that writes its events; any other answer is written whole and `io` closed.
-async fn respond<IO, B>(mut io: IO, response: Response<B>) -> Option<Pump<IO, B>>
+/// Writes `response` on `io`. dualcast's own event stream (it carries [`SseControl`]) gets
+/// its head written and is returned as the [`Pump`] that writes its events; any other
+/// answer is [relayed](relay) as it is and `io` closed.
+async fn respond<IO, B>(io: IO, response: Response<B>) -> Option<Pump<IO, B>>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let is_stream = response.status() == http::StatusCode::OK
-        && response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     let (parts, body) = response.into_parts();
-    if !is_stream {
-        let status = parts.status.as_u16();
-        let bodiless = status < 200 || status == 204 || status == 304;
-        let body = match Limited::new(body, MAX_ANSWER).collect().await {
-            Ok(collected) if !bodiless => collected.to_bytes(),
-            _ => Bytes::new(),
-        };
-        let mut head = response_head(&parts);
-        if !bodiless {
-            head.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
-        }
-        head.extend_from_slice(b"\r\n");
-        let _ = io.write_all(&head).await;
-        let _ = io.write_all(&body).await;
-        let _ = io.shutdown().await;
+    let Some(control) = parts.extensions.get::<SseControl>().cloned() else {
+        relay(io, &parts, body).await;
         return None;
-    }
-    let control = parts.extensions.get::<SseControl>().cloned();
+    };
+    let mut io = io;
     let mut head = response_head(&parts);
     head.extend_from_slice(b"\r\n");
     if io.write_all(&head).await.is_err() {
         return None;
     }
     drop(head);
-    let timer = control
-        .as_ref()
-        .and_then(|control| control.expires_at)
-        .map(|at| Box::pin(tokio::time::sleep_until(at)));
     Some(Pump {
         stream: io,
         body: Box::pin(body),
         control,
-        timer,
-        ending: false,
+        close_deadline: None,
         batch: WriteBatch::new(|bytes: &Bytes| bytes.as_ref()),
         ended: false,
     })
+}
+
+/// Writes an answer dualcast did not make (a host's route, a refusal) as it is: status,
+/// headers and the whole body, however long, with `content-length` when its size is known
+/// and delimited by the close otherwise; then closes `io`. Only the framing headers are
+/// rewritten (the connection closes after it).
+async fn relay<IO, B>(mut io: IO, parts: &http::response::Parts, body: B)
+where
+    IO: AsyncWrite + Unpin,
+    B: Body<Data = Bytes>,
+{
+    let status = parts.status.as_u16();
+    let bodiless = status < 200 || status == 204 || status == 304;
+    let mut head = response_head(parts);
+    if !bodiless {
+        if let Some(length) = body.size_hint().exact() {
+            head.extend_from_slice(format!("content-length: {length}\r\n").as_bytes());
+        }
+    }
+    head.extend_from_slice(b"\r\n");
+    if io.write_all(&head).await.is_err() {
+        return;
+    }
+    if !bodiless {
+        let mut body = std::pin::pin!(body);
+        loop {
+            // Taken out of the `Option` at once: the body's error need not be `Send`.
+            let Some(Ok(frame)) = body.frame().await else {
+                break;
+            };
+            if let Ok(data) = frame.into_data() {
+                if io.write_all(&data).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = io.shutdown().await;
 }
 
 /// Status line and headers (with `connection: close`), without the final blank line.
@@ -320,10 +337,9 @@ struct Pump<IO, B> {
     stream: IO,
     body: Pin<Box<B>>,
     /// The connection's end signal, watched even while a write is blocked.
-    control: Option<SseControl>,
-    /// The credential's expiry; once the connection ends, the deadline of its last writes.
-    timer: Option<Pin<Box<Sleep>>>,
-    ending: bool,
+    control: SseControl,
+    /// Once the connection ends, the deadline of its last writes.
+    close_deadline: Option<Pin<Box<Sleep>>>,
     /// Events being written.
     batch: WriteBatch<Bytes>,
     ended: bool,
@@ -392,31 +408,17 @@ where
         }
     }
 
-    /// Watches the connection's end and the credential's expiry, which the body only sees
-    /// when it is polled, and it is not while a write is blocked. Once the connection
-    /// ends, its last events get [`CLOSE_TIMEOUT`] to go out; `true` when that is over.
+    /// Watches the connection's end (the hub's decision: expiry, shutdown, ...), which the
+    /// body only sees when it is polled, and it is not while a write is blocked. Once the
+    /// connection ends, its last events get [`CLOSE_TIMEOUT`] to go out; `true` when that
+    /// is over.
     fn poll_ending(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(control) = &self.control else {
-            return false;
-        };
-        if !self.ending {
-            let expired = self
-                .timer
-                .as_mut()
-                .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
-            if expired {
-                control.end.end(DisconnectReason::AuthExpired);
-            }
-            if expired || control.end.poll_end(cx).is_ready() {
-                self.ending = true;
-                self.timer = Some(Box::pin(tokio::time::sleep(CLOSE_TIMEOUT)));
-            }
+        if self.close_deadline.is_none() && self.control.end.poll_end(cx).is_ready() {
+            self.close_deadline = Some(Box::pin(tokio::time::sleep(CLOSE_TIMEOUT)));
         }
-        self.ending
-            && self
-                .timer
-                .as_mut()
-                .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
+        self.close_deadline
+            .as_mut()
+            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready())
     }
 
     /// Whether the client closed its side (or sent what an SSE client never sends).
@@ -438,7 +440,7 @@ mod tests {
 
     #[test]
     fn only_complete_plain_gets_of_sse_routes_are_taken() {
-        let taken = |head: &str| match parse_sse_request(head.as_bytes()) {
+        let taken = |head: &str| match parse_sse_request(head.as_bytes(), &RouteTable::default()) {
             Head::Sse(request, len) => Some((request.uri().to_string(), len)),
             _ => None,
         };
@@ -465,7 +467,12 @@ mod tests {
 
     #[test]
     fn the_start_of_an_sse_get_waits_for_the_rest_and_anything_else_does_not() {
-        let partial = |head: &str| matches!(parse_sse_request(head.as_bytes()), Head::Partial);
+        let partial = |head: &str| {
+            matches!(
+                parse_sse_request(head.as_bytes(), &RouteTable::default()),
+                Head::Partial
+            )
+        };
         assert!(partial("GET /sse/alice HTTP/1.1\r\nHost: x\r\nAuthoriz"));
         assert!(partial("GET /api/sse HTTP/1.1\r\n"));
         assert!(!partial("GET /api/ws HTTP/1.1\r\n"));
@@ -498,7 +505,7 @@ mod tests {
                 .unwrap();
             client
         });
-        let first = first_request(&server, Duration::from_secs(10)).await;
+        let first = first_request(&server, Duration::from_secs(10), &RouteTable::default()).await;
         let FirstRequest::Sse(request, unread) = first else {
             panic!("the whole head was waited for");
         };
@@ -523,7 +530,8 @@ mod tests {
         let polls = Arc::new(AtomicUsize::new(0));
         let counter = polls.clone();
         let task = tokio::spawn(async move {
-            let mut first = std::pin::pin!(first_request(&server, Duration::from_secs(10)));
+            let table = RouteTable::default();
+            let mut first = std::pin::pin!(first_request(&server, Duration::from_secs(10), &table));
             poll_fn(|cx| {
                 counter.fetch_add(1, Ordering::Relaxed);
                 first.as_mut().poll(cx)
@@ -558,7 +566,7 @@ mod tests {
         let (server, mut client) = connected_pair().await;
         let head = b"GET /api/sse HTTP/1.1\r\nHost: x\r\n\r\n";
         client.write_all(head).await.unwrap();
-        let first = first_request(&server, Duration::from_secs(10)).await;
+        let first = first_request(&server, Duration::from_secs(10), &RouteTable::default()).await;
         assert!(matches!(first, FirstRequest::Sse(_, unread) if unread == head.len()));
         let mut still_there = [0u8; 64];
         let seen = server.peek(&mut still_there).await.unwrap();
@@ -566,7 +574,7 @@ mod tests {
 
         let (server, mut client) = connected_pair().await;
         client.write_all(b"GET /api/ws HTTP/1.1\r\n").await.unwrap();
-        let first = first_request(&server, Duration::from_secs(10)).await;
+        let first = first_request(&server, Duration::from_secs(10), &RouteTable::default()).await;
         assert!(
             matches!(&first, FirstRequest::Other(read) if read.is_empty()),
             "the start of anything else goes to hyper untouched"
@@ -577,7 +585,7 @@ mod tests {
             .write_all(b"GET /api/sse HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n")
             .await
             .unwrap();
-        let first = first_request(&server, Duration::from_secs(10)).await;
+        let first = first_request(&server, Duration::from_secs(10), &RouteTable::default()).await;
         assert!(
             matches!(&first, FirstRequest::Other(read) if read.is_empty()),
             "a whole head with more behind it goes to hyper untouched"
@@ -594,7 +602,7 @@ mod tests {
         let server = std::sync::Arc::new(server);
         let reading = tokio::spawn({
             let server = server.clone();
-            async move { first_request(&server, Duration::from_secs(10)).await }
+            async move { first_request(&server, Duration::from_secs(10), &RouteTable::default()).await }
         });
         for segment in rest {
             // Until the server has consumed what came before (a peek alone consumes
@@ -663,7 +671,7 @@ mod tests {
             .await
             .unwrap();
         client.shutdown().await.unwrap();
-        let first = first_request(&server, Duration::from_secs(10)).await;
+        let first = first_request(&server, Duration::from_secs(10), &RouteTable::default()).await;
         assert!(matches!(first, FirstRequest::Nothing));
     }
 
@@ -675,7 +683,7 @@ mod tests {
             .await
             .unwrap();
         let started = tokio::time::Instant::now();
-        let first = first_request(&server, Duration::from_secs(10)).await;
+        let first = first_request(&server, Duration::from_secs(10), &RouteTable::default()).await;
         assert!(matches!(first, FirstRequest::Nothing));
         assert_eq!(started.elapsed(), Duration::from_secs(10));
     }
@@ -717,10 +725,12 @@ mod tests {
     async fn served(segments: &[&[u8]]) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(crate::serve_with_hub(
+        let endpoints = crate::Endpoints::new(crate::Hub::new(), RouteTable::default());
+        let server = tokio::spawn(crate::serve_with_settings(
             listener,
-            crate::Hub::new(),
+            endpoints,
             Echo,
+            crate::ServeSettings::default(),
             std::future::pending(),
         ));
         let mut client = TcpStream::connect(addr).await.unwrap();
@@ -768,10 +778,13 @@ mod tests {
         use crate::{ConnectionKind, HubEvent, Message};
         let hub = crate::Hub::new();
         let mut events = hub.subscribe();
-        let (guard, outbox) = hub.register("p", ConnectionKind::Sse, None).unwrap();
         let expiry = tokio::time::Instant::now() + Duration::from_secs(10);
-        let response =
-            crate::sse::response(guard, outbox, &crate::SseSettings::new(), Some(expiry));
+        let (guard, outbox) = hub
+            .register(
+                crate::Registration::new("p", ConnectionKind::Sse).credential_deadline(expiry),
+            )
+            .unwrap();
+        let response = crate::sse::stream_response(guard, outbox, &crate::SseSettings::new());
         // A client that never reads: the pipe holds 1 KiB, then every write blocks.
         let (mut client, server) = tokio::io::duplex(1024);
         let pump = respond(server, response).await.expect("an event stream");
@@ -801,7 +814,7 @@ mod tests {
                 Err(error) => panic!("no disconnection: {error}"),
             }
         };
-        assert_eq!(reason, DisconnectReason::AuthExpired);
+        assert_eq!(reason, crate::DisconnectReason::AuthExpired);
 
         let mut received = Vec::new();
         client.read_to_end(&mut received).await.unwrap();
@@ -973,7 +986,10 @@ mod tests {
         fn accepted_head() -> impl Strategy<Value = Vec<u8>> {
             let head = prop_oneof![3 => request_head(1), 1 => request_head(4)];
             head.prop_filter("an accepted head", |head| {
-                matches!(parse_sse_request(head), Head::Sse(..))
+                matches!(
+                    parse_sse_request(head, &RouteTable::default()),
+                    Head::Sse(..)
+                )
             })
         }
 
@@ -1029,14 +1045,14 @@ mod tests {
 
             #[test]
             fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..600)) {
-                if let Head::Sse(_, head_len) = parse_sse_request(&bytes) {
+                if let Head::Sse(_, head_len) = parse_sse_request(&bytes, &RouteTable::default()) {
                     prop_assert!(head_len <= bytes.len());
                 }
             }
 
             #[test]
             fn request_heads_never_panic(head in any_head()) {
-                if let Head::Sse(_, head_len) = parse_sse_request(&head) {
+                if let Head::Sse(_, head_len) = parse_sse_request(&head, &RouteTable::default()) {
                     prop_assert!(head_len <= head.len());
                 }
             }
@@ -1045,14 +1061,14 @@ mod tests {
             /// once its request line is.
             #[test]
             fn a_strict_prefix_of_an_accepted_head_is_never_accepted(head in accepted_head()) {
-                if let Head::Sse(_, head_len) = parse_sse_request(&head) {
+                if let Head::Sse(_, head_len) = parse_sse_request(&head, &RouteTable::default()) {
                     let start = head.iter().position(|b| !matches!(b, b'\r' | b'\n'));
                     let start = start.unwrap_or(head.len());
                     let line = head[start..].iter().position(|&b| b == b'\n');
                     let line_end = start + line.map_or(head.len(), |end| end + 1);
                     for cut in 0..head_len {
                         let prefix = &head[..cut];
-                        match parse_sse_request(prefix) {
+                        match parse_sse_request(prefix, &RouteTable::default()) {
                             Head::Sse(..) => prop_assert!(
                                 false,
                                 "{:?} accepted, cut at {cut} of {head_len}",
@@ -1071,7 +1087,7 @@ mod tests {
 
             #[test]
             fn an_accepted_head_is_the_request_hyper_sees(head in accepted_head()) {
-                if let Head::Sse(request, head_len) = parse_sse_request(&head) {
+                if let Head::Sse(request, head_len) = parse_sse_request(&head, &RouteTable::default()) {
                     let ours = seen(&request);
                     let hypers = hyper_sees(&head[..head_len]);
                     prop_assert_eq!(

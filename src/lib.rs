@@ -1,21 +1,26 @@
 //! dualcast: one user, many WebSocket and Server-Sent-Events connections at once, every
 //! message delivered to all of them.
 //!
-//! - [`Hub`]: connections, rooms, presence, and delivery with reports.
-//! - [`Dualcast`]: the assembled tower service (WebSocket over raw hyper upgrades, SSE as a
-//!   streaming body, the publishing API) behind [`AuthLayer`].
-//! - [`serve`](serve()): an accept loop with graceful shutdown.
-//! - The layers of [`dualcast_layers`], re-exported: [`AuthLayer`], [`JwtAuthenticator`], …
+//! - [`Hub`]: connections, rooms, presence, and delivery with reports; it owns every ending
+//!   ([`Hub::disconnect_player`], credential expiry, [`Hub::shutdown`]).
+//! - The handlers, path-independent tower services: [`WebSocketHandler`] (raw hyper
+//!   upgrade), [`SseHandler`] (a streaming body), [`PublishApi`].
+//! - [`Dualcast::builder`]: the default stack (router → auth → handlers) composed once, as a
+//!   [`DualcastLayer`] around a host's service or alone.
+//! - [`serve`](serve()): an accept loop with graceful shutdown; [`Hub::shutdown_on`] for
+//!   `axum::serve` and other servers.
+//! - The layers of [`dualcast_layers`], re-exported: [`AuthLayer`], [`TrackLayer`],
+//!   [`JwtAuthenticator`], …
 //!
 //! ```
-//! use dualcast::{ConnectionKind, Hub, Message};
+//! use dualcast::{ConnectionKind, Hub, Message, Registration};
 //! use serde_json::json;
 //!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let hub = Hub::new();
 //! // Two connections of one player, of both kinds (normally opened by the handlers).
-//! let (_ws, mut ws_outbox) = hub.register("alice", ConnectionKind::WebSocket, None).unwrap();
-//! let (_sse, mut sse_outbox) = hub.register("alice", ConnectionKind::Sse, None).unwrap();
+//! let (_ws, mut ws_outbox) = hub.register(Registration::new("alice", ConnectionKind::WebSocket)).unwrap();
+//! let (_sse, mut sse_outbox) = hub.register(Registration::new("alice", ConnectionKind::Sse)).unwrap();
 //!
 //! let report = hub.send_to_player("alice", &Message::json("greeting", json!({"text": "hi"})));
 //! assert_eq!((report.websocket, report.sse, report.failed), (1, 1, 0));
@@ -24,40 +29,50 @@
 //! # });
 //! ```
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod api;
 pub mod body;
 pub mod connection;
 mod direct_sse;
 pub mod error;
+mod extract;
 pub mod hub;
 mod limits;
 pub mod message;
 mod prefixed;
+pub mod routes;
 mod serve;
 pub mod service;
 pub mod sse;
 mod write_batch;
 pub mod ws;
 
-pub use body::ResponseBody;
+pub use api::PublishApi;
+pub use body::{LayerBody, ResponseBody};
 pub use connection::{
     ConnectionId, ConnectionInfo, ConnectionKind, DisconnectReason, Health, ReconnectHint,
 };
 pub use error::ApiError;
+pub use extract::{ApiTarget, RequestedPlayer};
 pub use hub::{
-    ConnectionGuard, DeliveryReport, Hub, HubConfig, HubEvent, Outbox, Presence, RegisterError,
+    ConnectionGuard, DeliveryReport, Hub, HubEvent, HubSettings, Outbox, Presence, RegisterError,
+    Registration, SHUTDOWN_GRACE,
 };
 pub use limits::ServeSettings;
 pub use message::{Frame, Message};
-pub use serve::{serve, serve_with_hub, serve_with_settings, SHUTDOWN_GRACE};
-pub use service::Dualcast;
-pub use sse::SseSettings;
-pub use ws::WebSocketSettings;
+pub use serve::{serve, serve_with_settings};
+pub use service::{Dualcast, DualcastBuilder, DualcastLayer, Endpoints, Handlers, NotFound};
+pub use sse::{SseHandler, SseSettings};
+pub use ws::{WebSocketHandler, WebSocketSettings};
 
 pub use dualcast_layers;
-pub use dualcast_layers::{Auth, AuthLayer, Authenticate, Identity, JwtAuthenticator, Role};
+pub use dualcast_layers::jwt;
+pub use dualcast_layers::{
+    Auth, AuthError, AuthErrorKind, AuthLayer, Authenticate, ConnectionTracker, CredentialSource,
+    Identify, Identity, JwtAuthenticator, Leases, NoHook, NoTokens, OwnedLeases, Role, Track,
+    TrackLayer,
+};
 
 /// The property tests' settings: `cases` cases, and no regression files written into the
 /// source tree.

@@ -19,19 +19,15 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::{Service, ServiceExt};
 
-use crate::body::ResponseBody;
 use crate::direct_sse::{self, FirstRequest};
-use crate::hub::Hub;
+use crate::hub::SHUTDOWN_GRACE;
 use crate::limits::{
     is_health_check, over_capacity_response, AcceptErrors, ConnectionLimit, Counted, ServeSettings,
 };
-use crate::service::Dualcast;
+use crate::service::{Dualcast, Endpoints};
 
 /// How long a client has to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long shutdown waits for connections to finish before returning anyway.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until `signal` resolves, then shuts down gracefully: it stops
 /// accepting, ends every realtime connection with `server_shutdown` (a WebSocket close
@@ -39,60 +35,51 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// once all are done, or aborts what is left once [`SHUTDOWN_GRACE`] has passed.
 ///
 /// Accepted sockets get `TCP_NODELAY`; a client has 10 s to send its request headers. An
-/// SSE stream opened by a connection's first request is written by `serve` itself rather
-/// than through hyper, which keeps an idle stream's memory small (see `direct_sse`); the
-/// client sees the same stream, close-delimited.
-pub async fn serve<A>(
+/// SSE stream of one of dualcast's own SSE routes, opened by a connection's first request,
+/// is written by `serve` itself rather than through hyper, which keeps an idle stream's
+/// memory small (see `direct_sse`); the client sees the same stream, close-delimited. Any
+/// other answer to such a request (a host's own route, a refusal) is written as it is.
+///
+/// `app` is dualcast alone ([`DualcastBuilder::build_service`](crate::DualcastBuilder::build_service))
+/// or around a host's service ([`DualcastLayer`](crate::DualcastLayer)); for a service that
+/// wraps it in more layers, use [`serve_with_settings`] with its
+/// [`Endpoints`](crate::Endpoints).
+pub async fn serve<S, T, B>(
     listener: TcpListener,
-    app: Dualcast<A>,
+    app: Dualcast<S, T>,
     signal: impl Future<Output = ()>,
 ) -> io::Result<()>
 where
-    Dualcast<A>: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
-        + Service<Request<Empty<Bytes>>, Response = Response<ResponseBody>, Error = Infallible>,
-    <Dualcast<A> as Service<Request<Incoming>>>::Future: Send + 'static,
-    <Dualcast<A> as Service<Request<Empty<Bytes>>>>::Future: Send + 'static,
-    A: Clone + Send + Sync + 'static,
-{
-    let hub = app.hub().clone();
-    serve_with_hub(listener, hub, app, signal).await
-}
-
-/// [`serve`] for any service that embeds `hub`'s endpoints, e.g. [`Dualcast`] wrapped in
-/// more layers. On `signal`, `hub` is shut down with the HTTP connections.
-pub async fn serve_with_hub<S, B>(
-    listener: TcpListener,
-    hub: Hub,
-    service: S,
-    signal: impl Future<Output = ()>,
-) -> io::Result<()>
-where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+    Dualcast<S, T>: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Service<Request<Empty<Bytes>>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
-    <S as Service<Request<Incoming>>>::Future: Send + 'static,
-    <S as Service<Request<Empty<Bytes>>>>::Future: Send + 'static,
+    <Dualcast<S, T> as Service<Request<Incoming>>>::Future: Send + 'static,
+    <Dualcast<S, T> as Service<Request<Empty<Bytes>>>>::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    serve_with_settings(listener, hub, service, ServeSettings::default(), signal).await
+    let endpoints = app.endpoints().clone();
+    serve_with_settings(listener, endpoints, app, ServeSettings::default(), signal).await
 }
 
-/// [`serve_with_hub`] with the accept loop's [`ServeSettings`]: the global connection cap
-/// (SPEC §7), past which a new connection gets a quick `503` with `Retry-After` while
-/// `GET /healthz` is still answered.
+/// [`serve`] for any service that embeds the dualcast stack of `endpoints` (e.g.
+/// [`Dualcast`] wrapped in more layers), with the accept loop's [`ServeSettings`]: the
+/// global connection cap (SPEC §7), past which a new connection gets a quick `503` with
+/// `Retry-After` while `GET /healthz` is still answered. On `signal`, the hub of
+/// `endpoints` is shut down with the HTTP connections.
 ///
 /// ```no_run
-/// use dualcast::{Dualcast, Hub, JwtAuthenticator, ServeSettings};
+/// use dualcast::{AuthLayer, Dualcast, JwtAuthenticator, ServeSettings};
 ///
 /// # async fn run() -> std::io::Result<()> {
-/// let hub = Hub::new();
-/// let app = Dualcast::new(hub.clone(), JwtAuthenticator::hs256(b"a secret of at least 32 bytes....."));
+/// let auth = AuthLayer::new(JwtAuthenticator::hs256(b"a secret of at least 32 bytes....."));
+/// let (app, _hub) = Dualcast::builder(auth).build_service();
+/// let endpoints = app.endpoints().clone();
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
 /// let settings = ServeSettings::new().max_connections(50_000);
-/// dualcast::serve_with_settings(listener, hub, app, settings, async {
+/// dualcast::serve_with_settings(listener, endpoints, app, settings, async {
 ///     let _ = tokio::signal::ctrl_c().await;
 /// })
 /// .await
@@ -100,7 +87,7 @@ where
 /// ```
 pub async fn serve_with_settings<S, B>(
     listener: TcpListener,
-    hub: Hub,
+    endpoints: Endpoints,
     service: S,
     settings: ServeSettings,
     signal: impl Future<Output = ()>,
@@ -116,6 +103,8 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let hub = endpoints.hub().clone();
+    let table = Arc::new(endpoints.table().clone());
     let (stop, stopped) = watch::channel(false);
     let mut builder = http1::Builder::new();
     builder
@@ -185,11 +174,12 @@ where
                 // task holds it by then.
                 let stream = Counted::new(stream, permit);
                 let builder = Arc::clone(&builder);
+                let table = Arc::clone(&table);
                 let mut stopped = stopped.clone();
                 connections.spawn(async move {
                     let accepted_at = tokio::time::Instant::now();
                     let first = tokio::select! {
-                        first = direct_sse::first_request(stream.get_ref(), HEADER_TIMEOUT) => first,
+                        first = direct_sse::first_request(stream.get_ref(), HEADER_TIMEOUT, &table) => first,
                         _ = stopped.changed() => return,
                     };
                     let (request, unread) = match first {
@@ -219,7 +209,11 @@ where
         }
     }
     drop(listener);
-    tracing::info!(open = connections.len(), "shutting down");
+    tracing::info!(
+        realtime = hub.connection_count(),
+        http = connections.len(),
+        "shutting down"
+    );
     let hub_drained = hub.shutdown();
     let _ = stop.send(true);
     let finished = async {
@@ -231,7 +225,8 @@ where
         .is_err()
     {
         tracing::warn!(
-            open = connections.len(),
+            realtime = hub.connection_count(),
+            http = connections.len(),
             "shutdown grace period over: closing what is still open"
         );
         connections.shutdown().await;

@@ -1,435 +1,540 @@
-//! [`Dualcast`]: the assembled tower service with every route of SPEC §8 built so far.
+//! [`Dualcast::builder`]: the default stack composed once, as a layer around a host's
+//! service ([`DualcastLayer`]) or alone ([`DualcastBuilder::build_service`]).
 //!
-//! | route | who | what |
-//! |---|---|---|
-//! | `GET /api/ws?session_id=…` | a player | WebSocket |
-//! | `GET /api/ws/{player_id}` | that player | WebSocket (deprecated path) |
-//! | `GET /sse/{player_id}?session_id=…` | that player | SSE |
-//! | `GET /api/sse` | a player | SSE, player from the token |
-//! | `POST /api/players/{player_id}/messages` | service, admin | publish to a player |
-//! | `POST /api/rooms/{room}/messages` | service, admin | publish to a room |
-//! | `POST /api/broadcast` | service, admin | publish to everyone |
-//! | `PUT`, `DELETE /api/rooms/{room}/members/{player_id}` | service, admin | membership |
-//! | `GET /healthz` | anyone | liveness |
+//! ```text
+//! request ─ router ─┬─ not dualcast's ─────────────────────────────► the host's service
+//!                   ├─ {prefix}/healthz ───────────────────────────► {"status":"ok"}
+//!                   └─ a dualcast route ─ auth (Identity) ─ handler   WebSocketHandler
+//!                                                                     SseHandler
+//!                                                                     PublishApi
+//! ```
 //!
-//! Everything but `/healthz` goes through [`AuthLayer`](crate::AuthLayer). Path segments are
-//! percent-decoded. Errors use the SPEC's JSON body.
-//!
-//! A publish body is bounded in size ([`max_publish_body`](Dualcast::max_publish_body),
-//! `413` past it) and in time ([`publish_body_timeout`](Dualcast::publish_body_timeout):
-//! the whole body within 10 s by default, `408` and the connection closed past it).
+//! The router matches only dualcast's own routes (see [the route table](crate::routes))
+//! under the configured [prefix](DualcastBuilder::prefix) and passes every other request to
+//! the host's service untouched, so the host keeps its own routes, its own 404 and its own
+//! auth. A matched request gets what its path names in the extensions (a
+//! [`RequestedPlayer`](crate::RequestedPlayer), an [`ApiTarget`](crate::ApiTarget)), then
+//! goes through the auth layer given to the builder, built once, polled for readiness,
+//! and on to the handler. Errors use the SPEC's JSON body.
 //!
 //! ```no_run
-//! use dualcast::{Dualcast, Hub, JwtAuthenticator};
+//! use dualcast::{AuthLayer, Dualcast, JwtAuthenticator};
 //!
 //! # async fn run() -> std::io::Result<()> {
-//! let hub = Hub::new();
-//! let app = Dualcast::new(hub.clone(), JwtAuthenticator::hs256(b"a secret of at least 32 bytes....."));
+//! let auth = AuthLayer::new(JwtAuthenticator::hs256(b"a secret of at least 32 bytes....."));
+//! let (app, hub) = Dualcast::builder(auth).build_service();
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! # let _ = hub;
 //! dualcast::serve(listener, app, async { let _ = tokio::signal::ctrl_c().await; }).await
 //! # }
 //! ```
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
+use std::future::{ready, Future, Ready};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
-use dualcast_layers::auth::{Auth, AuthError, AuthErrorKind, Authenticate, Identity};
-use dualcast_layers::query::{percent_decode_path, query_param};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use pin_project::pin_project;
-use tower::Service;
+use tower::{Layer, Service};
 
-use crate::api::{self, Target};
-use crate::body::ResponseBody;
-use crate::connection::ConnectionKind;
+use crate::api::{json_response, PublishApi, PublishFuture};
+use crate::body::{LayerBody, ResponseBody};
 use crate::error::{ApiError, ErrorType};
-use crate::hub::{Hub, RegisterError};
-use crate::sse::{self, SseSettings};
-use crate::ws::{self, WebSocketSettings};
+use crate::extract::{allow, answer, RequestedPlayer};
+use crate::hub::Hub;
+use crate::routes::{Route, RouteTable};
+use crate::sse::{SseHandler, SseSettings};
+use crate::ws::{WebSocketHandler, WebSocketSettings};
 
-/// The request body bound the routes accept.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The assembled service: the realtime endpoints, the publishing API and auth, over one
-/// [`Hub`]. Cheap to clone; serve it with [`serve`](crate::serve()) or mount it in axum.
-#[derive(Clone)]
-#[must_use]
-pub struct Dualcast<A> {
-    routes: Routes,
-    authenticator: A,
-}
-
-#[derive(Clone)]
-struct Routes {
-    hub: Hub,
-    settings: Arc<Settings>,
-}
-
+/// Where a dualcast stack's routes are and which hub serves them: what
+/// [`serve_with_settings`](crate::serve_with_settings) needs to shut the hub down with the
+/// server and to answer SSE streams itself. Cheap to clone.
 #[derive(Debug, Clone)]
-struct Settings {
-    sse: SseSettings,
-    websocket: WebSocketSettings,
-    max_publish_body: usize,
-    publish_body_timeout: Duration,
+pub struct Endpoints {
+    hub: Hub,
+    table: Arc<RouteTable>,
 }
 
-impl<A> Dualcast<A> {
-    /// The service over `hub`, verifying tokens with `authenticator`.
-    pub fn new(hub: Hub, authenticator: A) -> Self {
-        let settings = Settings {
-            sse: SseSettings::default(),
-            websocket: WebSocketSettings::default(),
-            max_publish_body: 1024 * 1024,
-            publish_body_timeout: Duration::from_secs(10),
-        };
+impl Endpoints {
+    pub(crate) fn new(hub: Hub, table: RouteTable) -> Self {
         Self {
-            routes: Routes {
-                hub,
-                settings: Arc::new(settings),
-            },
-            authenticator,
+            hub,
+            table: Arc::new(table),
         }
     }
 
-    fn edit(mut self, edit: impl FnOnce(&mut Settings)) -> Self {
-        edit(Arc::make_mut(&mut self.routes.settings));
-        self
-    }
-
-    /// SSE settings. Default: [`SseSettings::default`].
-    pub fn sse(self, settings: SseSettings) -> Self {
-        self.edit(|s| s.sse = settings)
-    }
-
-    /// WebSocket settings. Default: [`WebSocketSettings::default`].
-    pub fn websocket(self, settings: WebSocketSettings) -> Self {
-        self.edit(|s| s.websocket = settings)
-    }
-
-    /// Largest publish body accepted, in bytes; larger ones get `413`. Default: 1 MiB.
-    pub fn max_publish_body(self, bytes: usize) -> Self {
-        self.edit(|s| s.max_publish_body = bytes)
-    }
-
-    /// How long a publish body may take to arrive: the whole body must arrive within this
-    /// time of the service starting to read it; past it the request is answered `408` and
-    /// the connection is closed. This bounds what a slow (or trickling) client can hold
-    /// open. Default: 10 seconds.
-    pub fn publish_body_timeout(self, timeout: Duration) -> Self {
-        self.edit(|s| s.publish_body_timeout = timeout)
-    }
-
-    /// The hub this service serves.
+    /// The hub.
     #[must_use]
     pub fn hub(&self) -> &Hub {
-        &self.routes.hub
+        &self.hub
+    }
+
+    pub(crate) fn table(&self) -> &RouteTable {
+        &self.table
     }
 }
 
-impl<A> fmt::Debug for Dualcast<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Dualcast")
-            .field("hub", &self.routes.hub)
-            .finish_non_exhaustive()
-    }
+/// Which handler a matched request goes to; put in the extensions by the router.
+#[derive(Debug, Clone, Copy)]
+enum Matched {
+    WebSocket,
+    DeprecatedWebSocket,
+    Sse,
+    Api,
 }
 
-type RoutesFuture =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
-
-impl<A, B> Service<Request<B>> for Dualcast<A>
-where
-    A: Authenticate + Clone,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> ResponseFuture {
-        if request.uri().path() == "/healthz" {
-            return ResponseFuture::Public(self.routes.call(request));
-        }
-        let mut auth = Auth::new(self.routes.clone(), self.authenticator.clone());
-        ResponseFuture::Authenticated(auth.call(request))
-    }
+/// dualcast's handlers behind one service: a request the router matched goes to the
+/// handler its route names. The innermost service of the stack the builder composes; the
+/// auth layer given to [`Dualcast::builder`] wraps it.
+#[derive(Debug, Clone)]
+pub struct Handlers {
+    websocket: WebSocketHandler,
+    sse: SseHandler,
+    api: PublishApi,
+    /// The successor of the deprecated WebSocket path, for its `Link` header.
+    successor: HeaderValue,
 }
 
-/// Response future of [`Dualcast`].
-// The authenticated variant carries a ready refusal inline (as tower-http's futures do);
-// boxing it would cost an allocation per request to save stack bytes.
+/// The response future of [`Handlers`].
+// A ready answer is carried inline (as tower-http's futures do): boxing it would cost an
+// allocation per request to save stack bytes.
 #[allow(clippy::large_enum_variant)]
-#[pin_project(project = ResponseFutureProj)]
-pub enum ResponseFuture {
-    /// A route that needs no token.
-    Public(#[pin] RoutesFuture),
-    /// A route behind [`Auth`].
-    Authenticated(#[pin] dualcast_layers::auth::ResponseFuture<RoutesFuture, ResponseBody>),
+#[pin_project(project = HandlersFutureProj)]
+pub enum HandlersFuture {
+    /// An answer made at once (WebSocket, SSE, a refusal).
+    Ready(Option<Response<ResponseBody>>),
+    /// The publishing API, reading a body.
+    Api(#[pin] PublishFuture),
 }
 
-impl Future for ResponseFuture {
+impl fmt::Debug for HandlersFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HandlersFuture")
+    }
+}
+
+impl Future for HandlersFuture {
     type Output = Result<Response<ResponseBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            ResponseFutureProj::Public(future) => future.poll(cx),
-            ResponseFutureProj::Authenticated(future) => future.poll(cx),
+            HandlersFutureProj::Ready(response) => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Pending,
+            },
+            HandlersFutureProj::Api(future) => future.poll(cx),
         }
     }
 }
 
-impl fmt::Debug for ResponseFuture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ResponseFuture")
-    }
-}
-
-impl<B> Service<Request<B>> for Routes
+impl<B> Service<Request<B>> for Handlers
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
-    type Future = RoutesFuture;
+    type Future = HandlersFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> RoutesFuture {
-        let routes = self.clone();
-        Box::pin(async move {
-            let method = request.method().clone();
-            let path = request.uri().path().to_owned();
-            let response = routes.dispatch(request).await.unwrap_or_else(|error| {
-                if error.status().is_server_error() {
-                    tracing::error!(%method, path, "request failed: {error}");
-                } else {
-                    tracing::debug!(%method, path, "request refused: {error}");
-                }
-                error.into_response()
-            });
-            Ok(response)
-        })
-    }
-}
-
-impl Routes {
-    async fn dispatch<B>(&self, request: Request<B>) -> Result<Response<ResponseBody>, ApiError>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        let segments = path_segments(request.uri().path())?;
-        let segments: Vec<&str> = segments.iter().map(AsRef::as_ref).collect();
-        let method = request.method();
-        match segments.as_slice() {
-            ["healthz"] => {
-                allow(method, &[Method::GET])?;
-                api::json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
-            }
-            ["api", "ws"] => {
-                allow(method, &[Method::GET])?;
-                self.open(request, ConnectionKind::WebSocket, None)
-            }
-            ["api", "ws", player_id] => {
-                allow(method, &[Method::GET])?;
-                let player_id = (*player_id).to_owned();
-                let mut response =
-                    self.open(request, ConnectionKind::WebSocket, Some(&player_id))?;
-                response
-                    .headers_mut()
-                    .insert("deprecation", HeaderValue::from_static("true"));
-                response.headers_mut().insert(
-                    header::LINK,
-                    HeaderValue::from_static("</api/ws>; rel=\"successor-version\""),
-                );
-                Ok(response)
-            }
-            ["sse", player_id] => {
-                allow(method, &[Method::GET])?;
-                let player_id = (*player_id).to_owned();
-                self.open(request, ConnectionKind::Sse, Some(&player_id))
-            }
-            ["api", "sse"] => {
-                allow(method, &[Method::GET])?;
-                self.open(request, ConnectionKind::Sse, None)
-            }
-            ["api", "players", player_id, "messages"] => {
-                allow(method, &[Method::POST])?;
-                api::validate_name("player_id", player_id)?;
-                let player_id = (*player_id).to_owned();
-                let body = self.privileged_body(request).await?;
-                api::publish(&self.hub, Target::Player(&player_id), &body)
-            }
-            ["api", "rooms", room, "messages"] => {
-                allow(method, &[Method::POST])?;
-                api::validate_name("room", room)?;
-                let room = (*room).to_owned();
-                let body = self.privileged_body(request).await?;
-                api::publish(&self.hub, Target::Room(&room), &body)
-            }
-            ["api", "broadcast"] => {
-                allow(method, &[Method::POST])?;
-                let body = self.privileged_body(request).await?;
-                api::publish(&self.hub, Target::Everyone, &body)
-            }
-            ["api", "rooms", room, "members", player_id] => {
-                allow(method, &[Method::PUT, Method::DELETE])?;
-                require_privileged(&request)?;
-                api::validate_name("room", room)?;
-                api::validate_name("player_id", player_id)?;
-                api::set_membership(&self.hub, room, player_id, method == Method::PUT)
-            }
-            _ => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                ErrorType::ValidationError,
-                "ROUTE_NOT_FOUND",
-                "no such endpoint",
-            )
-            .detail("path", request.uri().path())),
-        }
-    }
-
-    /// Registers a connection of the token's player and answers with its stream or 101.
-    fn open<B>(
-        &self,
-        request: Request<B>,
-        kind: ConnectionKind,
-        path_player: Option<&str>,
-    ) -> Result<Response<ResponseBody>, ApiError> {
-        let identity = require_identity(&request)?.clone();
-        if let Some(path_player) = path_player {
-            if path_player != identity.player_id() {
-                return Err(ApiError::forbidden(
-                    "PLAYER_MISMATCH",
-                    "the token does not belong to this player",
-                )
-                .detail("player_id", path_player));
-            }
-        }
-        let session_id = match query_param(request.uri(), "session_id") {
-            Some(session_id) => Some(session_id.into_owned()),
-            None => identity.session_id().map(str::to_owned),
+    fn call(&mut self, request: Request<B>) -> HandlersFuture {
+        let ready = |future: Ready<Result<Response<ResponseBody>, Infallible>>| {
+            let Ok(response) = future.into_inner();
+            HandlersFuture::Ready(Some(response))
         };
-        if let Some(session_id) = &session_id {
-            api::validate_session_id(session_id)?;
-        }
-        if kind == ConnectionKind::WebSocket {
-            ws::validate(&request)?;
-        }
-        let (guard, outbox) = self
-            .hub
-            .register(identity.player_id(), kind, session_id.as_deref())
-            .map_err(|error| match error {
-                RegisterError::ShuttingDown => ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    ErrorType::ConnectionError,
-                    "SHUTTING_DOWN",
-                    error.to_string(),
-                ),
-            })?;
-        let expires_at = identity.expires_at().and_then(instant_of);
-        match kind {
-            ConnectionKind::Sse => Ok(sse::response(guard, outbox, &self.settings.sse, expires_at)),
-            ConnectionKind::WebSocket => {
-                ws::upgrade(request, guard, outbox, &self.settings.websocket, expires_at)
+        match request.extensions().get::<Matched>().copied() {
+            Some(Matched::WebSocket) => ready(self.websocket.call(request)),
+            Some(Matched::DeprecatedWebSocket) => {
+                let Ok(mut response) = self.websocket.call(request).into_inner();
+                let headers = response.headers_mut();
+                headers.insert("deprecation", HeaderValue::from_static("true"));
+                headers.insert(header::LINK, self.successor.clone());
+                HandlersFuture::Ready(Some(response))
+            }
+            Some(Matched::Sse) => ready(self.sse.call(request)),
+            Some(Matched::Api) => HandlersFuture::Api(self.api.call(request)),
+            None => {
+                let error = ApiError::system("Handlers reached without a route");
+                let response = answer(request.method(), request.uri().path(), Err(error));
+                HandlersFuture::Ready(Some(response))
             }
         }
     }
+}
 
-    /// The body of a request that needs a `service` or `admin` token.
-    async fn privileged_body<B>(&self, request: Request<B>) -> Result<Bytes, ApiError>
+/// The default stack's settings; from [`Dualcast::builder`].
+#[must_use]
+pub struct DualcastBuilder<L> {
+    auth: L,
+    hub: Option<Hub>,
+    prefix: String,
+    publish_api: bool,
+    membership_api: bool,
+    websocket: WebSocketSettings,
+    sse: SseSettings,
+    max_publish_body: usize,
+    publish_body_timeout: Duration,
+}
+
+impl<L> fmt::Debug for DualcastBuilder<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DualcastBuilder")
+            .field("prefix", &self.prefix)
+            .field("publish_api", &self.publish_api)
+            .field("membership_api", &self.membership_api)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L> DualcastBuilder<L> {
+    /// The hub the endpoints serve. Default: a new [`Hub`] with default settings.
+    pub fn hub(mut self, hub: Hub) -> Self {
+        self.hub = Some(hub);
+        self
+    }
+
+    /// The path every dualcast route lives under, e.g. `/rt` for `/rt/api/ws`. Default:
+    /// none (`/api/ws`). With axum, use this rather than `nest_service`, which strips the
+    /// prefix before dualcast sees the path.
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_owned();
+        self
+    }
+
+    /// Whether the publishing routes (`POST /api/players/{id}/messages`,
+    /// `/api/rooms/{room}/messages`, `/api/broadcast`) are served. Off, those paths go to
+    /// the host's service, which can still publish through the [`Hub`]. Default: on.
+    pub fn publish_api(mut self, on: bool) -> Self {
+        self.publish_api = on;
+        self
+    }
+
+    /// Whether the room-membership routes (`PUT`/`DELETE /api/rooms/{room}/members/{id}`)
+    /// are served. Default: on.
+    pub fn membership_api(mut self, on: bool) -> Self {
+        self.membership_api = on;
+        self
+    }
+
+    /// WebSocket settings. Default: [`WebSocketSettings::default`].
+    pub fn websocket(mut self, settings: WebSocketSettings) -> Self {
+        self.websocket = settings;
+        self
+    }
+
+    /// SSE settings. Default: [`SseSettings::default`].
+    pub fn sse(mut self, settings: SseSettings) -> Self {
+        self.sse = settings;
+        self
+    }
+
+    /// Largest publish body accepted, in bytes; larger ones get `413`. Default: 1 MiB.
+    pub fn max_publish_body(mut self, bytes: usize) -> Self {
+        self.max_publish_body = bytes;
+        self
+    }
+
+    /// How long a publish body may take to arrive; past it the request is answered `408`
+    /// and the connection is closed. Default: 10 seconds.
+    pub fn publish_body_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_body_timeout = timeout;
+        self
+    }
+
+    fn compose(self) -> (L::Service, Endpoints)
     where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
+        L: Layer<Handlers>,
     {
-        require_privileged(&request)?;
-        api::read_body(
-            request.into_body(),
-            self.settings.max_publish_body,
-            self.settings.publish_body_timeout,
-        )
-        .await
+        let hub = self.hub.unwrap_or_default();
+        let table = RouteTable::new(&self.prefix, self.publish_api, self.membership_api);
+        let successor = HeaderValue::from_str(&format!(
+            "<{}>; rel=\"successor-version\"",
+            table.websocket_path()
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("</api/ws>; rel=\"successor-version\""));
+        let handlers = Handlers {
+            websocket: WebSocketHandler::new(hub.clone()).settings(self.websocket),
+            sse: SseHandler::new(hub.clone()).settings(self.sse),
+            api: PublishApi::new(hub.clone())
+                .max_body(self.max_publish_body)
+                .body_timeout(self.publish_body_timeout),
+            successor,
+        };
+        let stack = self.auth.layer(handlers);
+        (stack, Endpoints::new(hub, table))
+    }
+
+    /// The stack as a layer around a host's service, and the hub: dualcast's routes are
+    /// served, every other request goes to the host's service untouched.
+    ///
+    /// ```
+    /// use dualcast::{AuthLayer, Dualcast, JwtAuthenticator};
+    /// use tower::{Layer, ServiceExt};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let auth = AuthLayer::new(JwtAuthenticator::hs256(b"a secret of at least 32 bytes....."));
+    /// let (layer, _hub) = Dualcast::builder(auth).prefix("/rt").build();
+    /// let host = tower::service_fn(|_request: http::Request<String>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(String::from("the host's")))
+    /// });
+    /// let app = layer.layer(host);
+    ///
+    /// let favicon = http::Request::get("/favicon.ico").body(String::new()).unwrap();
+    /// let response = app.clone().oneshot(favicon).await.unwrap();
+    /// assert_eq!(response.status(), 200, "not dualcast's: the host answered");
+    ///
+    /// let ws = http::Request::get("/rt/api/ws").body(String::new()).unwrap();
+    /// let response = app.oneshot(ws).await.unwrap();
+    /// assert_eq!(response.status(), 401, "dualcast's, and it needs a token");
+    /// # });
+    /// ```
+    pub fn build(self) -> (DualcastLayer<L::Service>, Hub)
+    where
+        L: Layer<Handlers>,
+    {
+        let (stack, endpoints) = self.compose();
+        let hub = endpoints.hub.clone();
+        (DualcastLayer { stack, endpoints }, hub)
+    }
+
+    /// The stack alone, answering `404` for what is not its own, and the hub.
+    pub fn build_service(self) -> (Dualcast<NotFound, L::Service>, Hub)
+    where
+        L: Layer<Handlers>,
+    {
+        let (stack, endpoints) = self.compose();
+        let hub = endpoints.hub.clone();
+        let service = Dualcast {
+            host: NotFound,
+            stack,
+            endpoints,
+        };
+        (service, hub)
     }
 }
 
-fn require_identity<B>(request: &Request<B>) -> Result<&Identity, ApiError> {
-    request.extensions().get::<Identity>().ok_or_else(|| {
-        let error = AuthError::new(AuthErrorKind::Missing, "this endpoint needs a token");
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            ErrorType::AuthenticationError,
-            error.kind().code(),
-            error.to_string(),
-        )
-    })
+/// dualcast as a tower [`Layer`]: serves its routes and passes every other request to the
+/// wrapped service; from [`DualcastBuilder::build`].
+#[derive(Clone)]
+#[must_use]
+pub struct DualcastLayer<T> {
+    stack: T,
+    endpoints: Endpoints,
 }
 
-fn require_privileged<B>(request: &Request<B>) -> Result<&Identity, ApiError> {
-    let identity = require_identity(request)?;
-    if !identity.role().is_privileged() {
-        return Err(ApiError::forbidden(
-            "ROLE_REQUIRED",
-            "this endpoint needs a service or admin token",
-        )
-        .detail("role", identity.role().as_str()));
+impl<T> DualcastLayer<T> {
+    /// Where its routes are and which hub serves them, for
+    /// [`serve_with_settings`](crate::serve_with_settings).
+    #[must_use]
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
     }
-    Ok(identity)
 }
 
-fn allow(method: &Method, allowed: &[Method]) -> Result<(), ApiError> {
-    if allowed.contains(method) {
-        return Ok(());
+impl<T> fmt::Debug for DualcastLayer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DualcastLayer")
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
     }
-    let allowed = allowed
-        .iter()
-        .map(Method::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let error = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        ErrorType::ValidationError,
-        "METHOD_NOT_ALLOWED",
-        format!("use {allowed}"),
-    )
-    .detail("allow", allowed.as_str());
-    Err(match HeaderValue::from_str(&allowed) {
-        Ok(value) => error.header(header::ALLOW, value),
-        Err(_) => error,
-    })
 }
 
-fn path_segments(path: &str) -> Result<Vec<Cow<'_, str>>, ApiError> {
-    path.trim_start_matches('/')
-        .split('/')
-        .map(|segment| {
-            percent_decode_path(segment).ok_or_else(|| {
-                ApiError::bad_request(
-                    "INVALID_PATH",
-                    "the path is not valid percent-encoded UTF-8",
-                )
-            })
-        })
-        .collect()
+impl<S, T: Clone> Layer<S> for DualcastLayer<T> {
+    type Service = Dualcast<S, T>;
+
+    fn layer(&self, host: S) -> Dualcast<S, T> {
+        Dualcast {
+            host,
+            stack: self.stack.clone(),
+            endpoints: self.endpoints.clone(),
+        }
+    }
 }
 
-/// The tokio instant of a wall-clock time (now, if it has passed; `None` if it is too far
-/// ahead to represent, which is as good as never).
-fn instant_of(time: SystemTime) -> Option<tokio::time::Instant> {
-    let left = time.duration_since(SystemTime::now()).unwrap_or_default();
-    tokio::time::Instant::now().checked_add(left)
+/// The service of [`DualcastLayer`]: dualcast's routes through its stack `T`, everything
+/// else to the host's service `S`. See [the module docs](self).
+#[derive(Clone)]
+pub struct Dualcast<S, T> {
+    host: S,
+    stack: T,
+    endpoints: Endpoints,
+}
+
+impl Dualcast<NotFound, Handlers> {
+    /// The default stack with `auth` in front of the handlers: usually an
+    /// [`AuthLayer`](crate::AuthLayer), which also takes an `Identity` a host layer set
+    /// and an async identify hook; any tower layer that puts an
+    /// [`Identity`](crate::Identity) in the request extensions will do.
+    pub fn builder<L>(auth: L) -> DualcastBuilder<L> {
+        DualcastBuilder {
+            auth,
+            hub: None,
+            prefix: String::new(),
+            publish_api: true,
+            membership_api: true,
+            websocket: WebSocketSettings::default(),
+            sse: SseSettings::default(),
+            max_publish_body: 1024 * 1024,
+            publish_body_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl<S, T> Dualcast<S, T> {
+    /// Where its routes are and which hub serves them.
+    #[must_use]
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// The hub its endpoints serve.
+    #[must_use]
+    pub fn hub(&self) -> &Hub {
+        &self.endpoints.hub
+    }
+}
+
+impl<S, T> fmt::Debug for Dualcast<S, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dualcast")
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, T, B, HostBody> Service<Request<B>> for Dualcast<S, T>
+where
+    S: Service<Request<B>, Response = Response<HostBody>>,
+    T: Service<Request<B>, Response = Response<ResponseBody>, Error = Infallible>,
+{
+    type Response = Response<LayerBody<HostBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, T::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        // Both, as tower's `Steer` does: the next request may go to either.
+        let host = self.host.poll_ready(cx)?;
+        let stack = self
+            .stack
+            .poll_ready(cx)
+            .map(|ready| ready.unwrap_or_else(|never| match never {}));
+        if host.is_ready() && stack.is_ready() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let Some(route) = self.endpoints.table.route(request.uri().path()) else {
+            return ResponseFuture::Host(self.host.call(request));
+        };
+        let matched = match route {
+            Ok(Route::Health) => {
+                let result = allow(request.method(), &[Method::GET]).and_then(|()| {
+                    json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+                });
+                let response = answer(request.method(), request.uri().path(), result);
+                return ResponseFuture::Ready(Some(response));
+            }
+            Err(error) => {
+                let response = answer(request.method(), request.uri().path(), Err(error));
+                return ResponseFuture::Ready(Some(response));
+            }
+            Ok(Route::WebSocket) => Matched::WebSocket,
+            Ok(Route::WebSocketOf(player)) => {
+                request.extensions_mut().insert(RequestedPlayer(player));
+                Matched::DeprecatedWebSocket
+            }
+            Ok(Route::Sse) => Matched::Sse,
+            Ok(Route::SseOf(player)) => {
+                request.extensions_mut().insert(RequestedPlayer(player));
+                Matched::Sse
+            }
+            Ok(Route::Api(target)) => {
+                request.extensions_mut().insert(target);
+                Matched::Api
+            }
+        };
+        request.extensions_mut().insert(matched);
+        ResponseFuture::Stack(self.stack.call(request))
+    }
+}
+
+/// The response future of [`Dualcast`].
+// A ready answer inline, for the reason given on `HandlersFuture`.
+#[allow(clippy::large_enum_variant)]
+#[pin_project(project = ResponseFutureProj)]
+#[derive(Debug)]
+pub enum ResponseFuture<H, T> {
+    /// The host's service answers.
+    Host(#[pin] H),
+    /// dualcast's stack answers.
+    Stack(#[pin] T),
+    /// Answered at once (health, a malformed dualcast path).
+    Ready(Option<Response<ResponseBody>>),
+}
+
+impl<H, T, HostBody, E> Future for ResponseFuture<H, T>
+where
+    H: Future<Output = Result<Response<HostBody>, E>>,
+    T: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+{
+    type Output = Result<Response<LayerBody<HostBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ResponseFutureProj::Host(future) => future
+                .poll(cx)
+                .map(|result| result.map(|response| response.map(LayerBody::host))),
+            ResponseFutureProj::Stack(future) => future.poll(cx).map(|result| match result {
+                Ok(response) => Ok(response.map(LayerBody::dualcast)),
+                Err(never) => match never {},
+            }),
+            ResponseFutureProj::Ready(response) => match response.take() {
+                Some(response) => Poll::Ready(Ok(response.map(LayerBody::dualcast))),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// The host service of [`DualcastBuilder::build_service`]: `404` with the SPEC's error
+/// body for every path that is not dualcast's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NotFound;
+
+impl<B> Service<Request<B>> for NotFound {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<ResponseBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let error = ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorType::ValidationError,
+            "ROUTE_NOT_FOUND",
+            "no such endpoint",
+        )
+        .detail("path", request.uri().path());
+        ready(Ok(answer(
+            request.method(),
+            request.uri().path(),
+            Err(error),
+        )))
+    }
 }

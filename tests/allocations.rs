@@ -4,7 +4,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use dualcast::{ConnectionKind, Hub, Message, Outbox};
+use dualcast::{ConnectionKind, Hub, Message, Outbox, Registration};
 
 struct Counting;
 
@@ -47,11 +47,17 @@ fn allocations_of_one_broadcast(members: usize) -> usize {
         let player = format!("player-{i}");
         hub.join_room(&player, "room");
         connections.push(
-            hub.register(&player, ConnectionKind::WebSocket, None)
-                .unwrap(),
+            hub.register(Registration::new(
+                player.as_str(),
+                ConnectionKind::WebSocket,
+            ))
+            .unwrap(),
         );
         if i % 2 == 0 {
-            connections.push(hub.register(&player, ConnectionKind::Sse, None).unwrap());
+            connections.push(
+                hub.register(Registration::new(player.as_str(), ConnectionKind::Sse))
+                    .unwrap(),
+            );
         }
     }
     let message = Message::json("tick", serde_json::json!({"n": 1}));

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use common::*;
-use dualcast::{Dualcast, Hub, HubEvent, JwtAuthenticator};
+use dualcast::{AuthLayer, Dualcast, Hub, HubEvent, JwtAuthenticator};
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
@@ -48,7 +48,9 @@ impl AsyncWrite for HostIo {
 #[tokio::test]
 async fn a_host_serving_dualcast_through_its_own_hyper_loop_gets_the_same_behaviour() {
     let hub = Hub::new();
-    let app = Dualcast::new(hub.clone(), JwtAuthenticator::hs256(SECRET));
+    let (app, _) = Dualcast::builder(AuthLayer::new(JwtAuthenticator::hs256(SECRET)))
+        .hub(hub.clone())
+        .build_service();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accept = tokio::spawn(async move {

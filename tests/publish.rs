@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use dualcast::{ConnectionKind, Hub};
+use dualcast::{ConnectionKind, Hub, Registration};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -139,7 +139,9 @@ fn assert_body_timeout(response: &RawResponse) {
 #[tokio::test(start_paused = true)]
 async fn a_publish_body_that_stalls_is_answered_408_and_the_connection_closed() {
     let hub = Hub::new();
-    let (_guard, mut outbox) = hub.register("alice", ConnectionKind::Sse, None).unwrap();
+    let (_guard, mut outbox) = hub
+        .register(Registration::new("alice", ConnectionKind::Sse))
+        .unwrap();
     let server =
         TestServer::start_with(hub, |app| app.publish_body_timeout(Duration::from_secs(2))).await;
     let mut stream = connect(&server).await;
@@ -188,7 +190,9 @@ async fn a_publish_body_trickled_one_byte_at_a_time_is_answered_408_by_default()
 #[tokio::test]
 async fn a_publish_body_that_arrives_in_time_is_published() {
     let hub = Hub::new();
-    let (_guard, mut outbox) = hub.register("alice", ConnectionKind::Sse, None).unwrap();
+    let (_guard, mut outbox) = hub
+        .register(Registration::new("alice", ConnectionKind::Sse))
+        .unwrap();
     let server =
         TestServer::start_with(hub, |app| app.publish_body_timeout(Duration::from_secs(5))).await;
     let mut stream = connect(&server).await;

@@ -1,5 +1,5 @@
 //! The publishing and room-membership endpoints (SPEC §4, §8), for `service` and `admin`
-//! tokens.
+//! tokens: [`PublishApi`].
 //!
 //! - `POST /api/players/{player_id}/messages`
 //! - `POST /api/rooms/{room}/messages`
@@ -13,12 +13,13 @@
 //! - `PUT` / `DELETE /api/rooms/{room}/members/{player_id}` add or remove a member and
 //!   answer `{ "room", "player_id", "member", "changed" }`.
 //!
-//! A publish body larger than [`Dualcast::max_publish_body`] is answered `413`; one that
-//! does not arrive whole within [`Dualcast::publish_body_timeout`] is answered `408` with
+//! A publish body larger than [`PublishApi::max_body`] is answered `413`; one that does
+//! not arrive whole within [`PublishApi::body_timeout`] is answered `408` with
 //! `Connection: close`.
-//!
-//! [`Dualcast::max_publish_body`]: crate::Dualcast::max_publish_body
-//! [`Dualcast::publish_body_timeout`]: crate::Dualcast::publish_body_timeout
+
+mod handler;
+
+pub use handler::{PublishApi, PublishFuture};
 
 use std::time::Duration;
 
@@ -284,7 +285,9 @@ mod tests {
     #[tokio::test]
     async fn a_publish_without_data_sends_null() {
         let hub = Hub::new();
-        let (_guard, mut outbox) = hub.register("a", ConnectionKind::Sse, None).unwrap();
+        let (_guard, mut outbox) = hub
+            .register(crate::Registration::new("a", ConnectionKind::Sse))
+            .unwrap();
         publish(&hub, Target::Player("a"), br#"{"type":"x","v":3}"#).unwrap();
         let frame = tokio::time::timeout(Duration::from_secs(5), outbox.recv())
             .await

@@ -1,4 +1,4 @@
-//! WebSocket over a raw hyper upgrade (SPEC §4, §5, §7).
+//! WebSocket over a raw hyper upgrade (SPEC §4, §5, §7): [`WebSocketHandler`].
 //!
 //! The handler checks the upgrade request, registers the connection with the hub, answers
 //! `101 Switching Protocols` (the [`AuthLayer`](crate::AuthLayer) around it selects the
@@ -7,6 +7,10 @@
 //! runs until the connection ends: it drains every frame that is ready in the outbox and
 //! flushes once per batch, reads the client's frames, and ends the connection with a close
 //! frame carrying the reason's code (e.g. `4005 slow_consumer`, `1001 server_shutdown`).
+
+mod handler;
+
+pub use handler::WebSocketHandler;
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -19,7 +23,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -177,7 +181,7 @@ fn is_websocket_key(key: &[u8]) -> bool {
 }
 
 /// Checks a WebSocket upgrade request, before anything is registered.
-pub(crate) fn validate<B>(request: &Request<B>) -> Result<(), ApiError> {
+fn validate<B>(request: &Request<B>) -> Result<(), ApiError> {
     check_upgrade(request.headers())?;
     if request.extensions().get::<OnUpgrade>().is_none() {
         return Err(ApiError::system(
@@ -188,12 +192,11 @@ pub(crate) fn validate<B>(request: &Request<B>) -> Result<(), ApiError> {
 }
 
 /// Answers `101` and spawns the connection's task. Call [`validate`] first.
-pub(crate) fn upgrade<B>(
-    mut request: Request<B>,
+fn upgrade<B>(
+    request: &mut Request<B>,
     guard: ConnectionGuard,
     outbox: Outbox,
     settings: &WebSocketSettings,
-    expires_at: Option<Instant>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let accept = request
         .headers()
@@ -212,7 +215,7 @@ pub(crate) fn upgrade<B>(
         .remove::<OnUpgrade>()
         .ok_or_else(|| ApiError::system("this connection cannot be upgraded"))?;
 
-    tokio::spawn(run(on_upgrade, guard, outbox, settings.clone(), expires_at));
+    tokio::spawn(run(on_upgrade, guard, outbox, settings.clone()));
 
     let mut response = Response::new(ResponseBody::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -230,7 +233,6 @@ async fn run(
     guard: ConnectionGuard,
     outbox: Outbox,
     settings: WebSocketSettings,
-    expires_at: Option<Instant>,
 ) {
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
@@ -259,12 +261,12 @@ async fn run(
             };
             // A task of its own, sized for this connection's life alone (not for the
             // upgrade that came before it).
-            tokio::spawn(drive(socket, guard, outbox, &settings, expires_at));
+            tokio::spawn(drive(socket, guard, outbox, &settings));
         }
         Err(upgraded) => {
             let io = TokioIo::new(upgraded);
             let socket = WebSocketStream::from_raw_socket(io, Role::Server, config).await;
-            tokio::spawn(drive(socket, guard, outbox, &settings, expires_at));
+            tokio::spawn(drive(socket, guard, outbox, &settings));
         }
     }
 }
@@ -275,13 +277,11 @@ fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     guard: ConnectionGuard,
     outbox: Outbox,
     settings: &WebSocketSettings,
-    expires_at: Option<Instant>,
 ) -> impl Future<Output = ()> {
     let mut live = Live {
         guard,
         socket,
         outbox,
-        expiry: expires_at.map(|at| Box::pin(tokio::time::sleep_until(at))),
         batch: WriteBatch::new(|frame: &Frame| frame.websocket_frame()),
         close_timeout: settings.close_timeout,
         pong_backlog: 0,
@@ -303,8 +303,6 @@ struct Live<S> {
     guard: ConnectionGuard,
     socket: WebSocketStream<S>,
     outbox: Outbox,
-    /// When the credential expires.
-    expiry: Option<Pin<Box<Sleep>>>,
     /// Frames being written.
     batch: WriteBatch<Frame>,
     close_timeout: Duration,
@@ -317,16 +315,11 @@ struct Live<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
-    /// Ready with a reason once the connection ends: ended by the hub, expired, or ended
-    /// by what happened on the socket.
+    /// Ready with a reason once the connection ends: ended by the hub (which also ends it
+    /// when its credential expires), or by what happened on the socket.
     fn poll_all(&mut self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
         if let Poll::Ready(reason) = self.guard.poll_end(cx) {
             return Poll::Ready(reason);
-        }
-        if let Some(expiry) = self.expiry.as_mut() {
-            if expiry.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(DisconnectReason::AuthExpired);
-            }
         }
         self.poll(cx)
     }
@@ -337,7 +330,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
     async fn finish(&mut self, reason: DisconnectReason) {
         self.guard.end(reason);
         let reason = self.guard.end_reason().unwrap_or(reason);
-        self.expiry = None;
         let frame = (reason != DisconnectReason::ClientClosed).then(|| CloseFrame {
             code: CloseCode::from(self.close_code.unwrap_or(reason.close_code())),
             reason: reason.code().into(),
@@ -518,7 +510,10 @@ mod tests {
     async fn a_live_connection_task_stays_small() {
         let hub = crate::Hub::new();
         let (guard, outbox) = hub
-            .register("p", crate::ConnectionKind::WebSocket, None)
+            .register(crate::Registration::new(
+                "p",
+                crate::ConnectionKind::WebSocket,
+            ))
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap())
@@ -526,7 +521,7 @@ mod tests {
             .unwrap();
         let socket = WebSocketStream::from_raw_socket(stream, Role::Server, None).await;
         let socket_size = std::mem::size_of_val(&socket);
-        let task = drive(socket, guard, outbox, &WebSocketSettings::default(), None);
+        let task = drive(socket, guard, outbox, &WebSocketSettings::default());
         let task_size = std::mem::size_of_val(&task);
         assert!(
             task_size <= socket_size + 160,
@@ -549,14 +544,16 @@ mod tests {
     ) {
         let hub = crate::Hub::new();
         let events = hub.subscribe();
-        let (guard, outbox) = hub
-            .register("p", crate::ConnectionKind::WebSocket, None)
-            .unwrap();
+        let mut registration = crate::Registration::new("p", crate::ConnectionKind::WebSocket);
+        if let Some(deadline) = expires_at {
+            registration = registration.credential_deadline(deadline);
+        }
+        let (guard, outbox) = hub.register(registration).unwrap();
         let (client, server) = tokio::io::duplex(capacity);
         let server =
             WebSocketStream::from_raw_socket(server, Role::Server, Some(settings.tungstenite()))
                 .await;
-        let task = tokio::spawn(drive(server, guard, outbox, settings, expires_at));
+        let task = tokio::spawn(drive(server, guard, outbox, settings));
         (client, hub, events, task)
     }
 

@@ -9,10 +9,12 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use dualcast::dualcast_layers::auth::AuthError;
-use dualcast::dualcast_layers::jwt::{issue_hs256, Claims};
+use std::convert::Infallible;
+
+use dualcast::jwt::{issue_hs256, Claims};
 use dualcast::{
-    Authenticate, Dualcast, Hub, HubEvent, Identity, JwtAuthenticator, Message, Role, ServeSettings,
+    AuthError, AuthLayer, Authenticate, Dualcast, DualcastBuilder, Endpoints, Hub, HubEvent,
+    Identity, JwtAuthenticator, Message, Role, ServeSettings,
 };
 use futures_util::StreamExt;
 use http::{Request, StatusCode};
@@ -26,6 +28,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 use tower::Service;
+
+/// The default stack's builder with JWT auth verified by `A`.
+pub type Builder<A> = DualcastBuilder<AuthLayer<A>>;
 
 pub const SECRET: &[u8] = b"integration-test-secret-of-32-bytes!";
 /// How long a test waits for something that should happen at once.
@@ -58,10 +63,10 @@ impl TestServer {
         Self::start_with(Hub::new(), |app| app).await
     }
 
-    /// `dualcast::serve` over `hub`, the service configured by `configure`.
+    /// `dualcast::serve` over `hub`, the stack configured by `configure`.
     pub async fn start_with(
         hub: Hub,
-        configure: impl FnOnce(Dualcast<JwtAuthenticator>) -> Dualcast<JwtAuthenticator>,
+        configure: impl FnOnce(Builder<JwtAuthenticator>) -> Builder<JwtAuthenticator>,
     ) -> Self {
         Self::start_with_authenticator(hub, JwtAuthenticator::hs256(SECRET), configure).await
     }
@@ -70,32 +75,54 @@ impl TestServer {
     pub async fn start_with_authenticator<A>(
         hub: Hub,
         authenticator: A,
-        configure: impl FnOnce(Dualcast<A>) -> Dualcast<A>,
+        configure: impl FnOnce(Builder<A>) -> Builder<A>,
     ) -> Self
     where
         A: Authenticate + Clone + Send + Sync + 'static,
     {
-        let app = configure(Dualcast::new(hub.clone(), authenticator));
-        Self::serve(hub, app, ServeSettings::default()).await
+        let builder = Dualcast::builder(AuthLayer::new(authenticator)).hub(hub.clone());
+        let (app, _) = configure(builder).build_service();
+        let endpoints = app.endpoints().clone();
+        Self::serve(hub, endpoints, app, ServeSettings::default()).await
     }
 
     /// `dualcast::serve_with_settings` with `settings` (the connection cap, say).
     pub async fn start_with_settings(settings: ServeSettings) -> Self {
         let hub = Hub::new();
-        let app = Dualcast::new(hub.clone(), JwtAuthenticator::hs256(SECRET));
-        Self::serve(hub, app, settings).await
+        let (app, _) = Dualcast::builder(AuthLayer::new(JwtAuthenticator::hs256(SECRET)))
+            .hub(hub.clone())
+            .build_service();
+        let endpoints = app.endpoints().clone();
+        Self::serve(hub, endpoints, app, settings).await
     }
 
-    async fn serve<A>(hub: Hub, app: Dualcast<A>, settings: ServeSettings) -> Self
+    /// `dualcast::serve_with_settings` of any service embedding the stack of `endpoints`
+    /// (a host's router with dualcast as a layer, say).
+    pub async fn serve<S, B>(
+        hub: Hub,
+        endpoints: Endpoints,
+        app: S,
+        settings: ServeSettings,
+    ) -> Self
     where
-        A: Authenticate + Clone + Send + Sync + 'static,
+        S: Service<Request<Incoming>, Response = http::Response<B>, Error = Infallible>
+            + Service<
+                Request<http_body_util::Empty<Bytes>>,
+                Response = http::Response<B>,
+                Error = Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        <S as Service<Request<Incoming>>>::Future: Send + 'static,
+        <S as Service<Request<http_body_util::Empty<Bytes>>>>::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let listener = bind().await;
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let served = hub.clone();
         let task = tokio::spawn(async move {
-            dualcast::serve_with_settings(listener, served, app, settings, async {
+            dualcast::serve_with_settings(listener, endpoints, app, settings, async {
                 let _ = stopped.await;
             })
             .await
@@ -115,7 +142,9 @@ impl TestServer {
     pub async fn start_hosted(hub: Hub) -> Self {
         let listener = bind().await;
         let addr = listener.local_addr().unwrap();
-        let app = Dualcast::new(hub.clone(), JwtAuthenticator::hs256(SECRET));
+        let (app, _) = Dualcast::builder(AuthLayer::new(JwtAuthenticator::hs256(SECRET)))
+            .hub(hub.clone())
+            .build_service();
         let (stop, stopped) = oneshot::channel::<()>();
         let draining = hub.clone();
         let task = tokio::spawn(async move {

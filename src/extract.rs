@@ -1,0 +1,165 @@
+//! What the handlers read from a request's extensions, and what they share in opening a
+//! connection.
+//!
+//! The handlers are path-independent: the player comes from the [`Identity`] the auth
+//! layer (or the host) put in the extensions; where a route names a player
+//! (`/sse/{player_id}`) the router puts a [`RequestedPlayer`] beside it, and the publishing
+//! API reads its [`ApiTarget`]. A host mounting a handler at its own path sets these itself
+//! when it needs them.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use dualcast_layers::{AuthError, AuthErrorKind, Identity, OwnedLeases};
+use http::{Method, Request, Response, StatusCode};
+
+use crate::api::validate_session_id;
+use crate::body::ResponseBody;
+use crate::connection::ConnectionKind;
+use crate::error::{ApiError, ErrorType};
+use crate::hub::{ConnectionGuard, Hub, Outbox, RegisterError, Registration};
+use dualcast_layers::query::query_param;
+
+/// The player a route names, e.g. `alice` in `/sse/alice`: a connection request carrying it
+/// must be authenticated as that player (`403 PLAYER_MISMATCH` otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestedPlayer(pub Arc<str>);
+
+/// What a [`PublishApi`](crate::api::PublishApi) request acts on; the router sets it from
+/// the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ApiTarget {
+    /// `POST`: publish to one player's connections.
+    Player(Arc<str>),
+    /// `POST`: publish to the members of a room.
+    Room(Arc<str>),
+    /// `POST`: publish to every player.
+    Everyone,
+    /// `PUT` adds `player` to `room`, `DELETE` removes it.
+    Membership {
+        /// The room.
+        room: Arc<str>,
+        /// The player.
+        player: Arc<str>,
+    },
+}
+
+/// The request's identity, or the `401` a request without one gets.
+pub(crate) fn require_identity<B>(request: &Request<B>) -> Result<&Identity, ApiError> {
+    request.extensions().get::<Identity>().ok_or_else(|| {
+        let error = AuthError::new(AuthErrorKind::Missing, "this endpoint needs a token");
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorType::AuthenticationError,
+            error.kind().code(),
+            error.to_string(),
+        )
+    })
+}
+
+/// The request's identity if it is `service` or `admin`; `401`/`403` otherwise.
+pub(crate) fn require_privileged<B>(request: &Request<B>) -> Result<&Identity, ApiError> {
+    let identity = require_identity(request)?;
+    if !identity.role().is_privileged() {
+        return Err(ApiError::forbidden(
+            "ROLE_REQUIRED",
+            "this endpoint needs a service or admin token",
+        )
+        .detail("role", identity.role().as_str()));
+    }
+    Ok(identity)
+}
+
+/// `Ok` for a method in `allowed`; `405` with `Allow` otherwise.
+pub(crate) fn allow(method: &Method, allowed: &[Method]) -> Result<(), ApiError> {
+    if allowed.contains(method) {
+        return Ok(());
+    }
+    let allowed = allowed
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let error = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorType::ValidationError,
+        "METHOD_NOT_ALLOWED",
+        format!("use {allowed}"),
+    )
+    .detail("allow", allowed.as_str());
+    Err(match http::HeaderValue::from_str(&allowed) {
+        Ok(value) => error.header(http::header::ALLOW, value),
+        Err(_) => error,
+    })
+}
+
+/// The answer for `result`, with a refusal logged: server errors at `error`, the client's
+/// at `debug`.
+pub(crate) fn answer(
+    method: &Method,
+    path: &str,
+    result: Result<Response<ResponseBody>, ApiError>,
+) -> Response<ResponseBody> {
+    result.unwrap_or_else(|error| {
+        if error.status().is_server_error() {
+            tracing::error!(%method, path, "request failed: {error}");
+        } else {
+            tracing::debug!(%method, path, "request refused: {error}");
+        }
+        error.into_response()
+    })
+}
+
+/// Registers the connection a request opens: the identity's player (which must be the
+/// [`RequestedPlayer`], if any), its session (`session_id` query, else the token's `sid`),
+/// its credential's deadline, and the leases the layers in front put in the request.
+pub(crate) fn register<B>(
+    hub: &Hub,
+    request: &Request<B>,
+    kind: ConnectionKind,
+) -> Result<(ConnectionGuard, Outbox), ApiError> {
+    let identity = require_identity(request)?;
+    if let Some(RequestedPlayer(requested)) = request.extensions().get::<RequestedPlayer>() {
+        if **requested != *identity.player_id() {
+            return Err(ApiError::forbidden(
+                "PLAYER_MISMATCH",
+                "the token does not belong to this player",
+            )
+            .detail("player_id", &**requested));
+        }
+    }
+    let mut registration = Registration::new(identity.player_id_arc().clone(), kind);
+    match query_param(request.uri(), "session_id") {
+        Some(session_id) => {
+            validate_session_id(&session_id)?;
+            registration = registration.session(&*session_id);
+        }
+        None => {
+            if let Some(session_id) = identity.session_id() {
+                validate_session_id(session_id)?;
+                registration = registration.session(session_id);
+            }
+        }
+    }
+    if let Some(deadline) = identity.expires_at().and_then(instant_of) {
+        registration = registration.credential_deadline(deadline);
+    }
+    registration = registration.leases(OwnedLeases::from_request(request));
+    hub.register(registration).map_err(|error| match error {
+        RegisterError::ShuttingDown => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::ConnectionError,
+            "SHUTTING_DOWN",
+            error.to_string(),
+        ),
+        _ => ApiError::system(error.to_string()),
+    })
+}
+
+/// The tokio instant of a wall-clock time (now, if it has passed; `None` if it is too far
+/// ahead to represent, which is as good as never).
+fn instant_of(time: SystemTime) -> Option<tokio::time::Instant> {
+    let left = time.duration_since(SystemTime::now()).unwrap_or_default();
+    tokio::time::Instant::now().checked_add(left)
+}

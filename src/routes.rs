@@ -1,0 +1,206 @@
+//! The one route table: dualcast's own paths under its prefix, parsed once, used by the
+//! router of [`Dualcast`](crate::Dualcast) and by the direct-SSE check of
+//! [`serve`](crate::serve()).
+//!
+//! | route | handler |
+//! |---|---|
+//! | `GET {prefix}/api/ws?session_id=…` | [`WebSocketHandler`](crate::WebSocketHandler) |
+//! | `GET {prefix}/api/ws/{player_id}` | the same, deprecated path (`Deprecation`, `Link` to the successor) |
+//! | `GET {prefix}/sse/{player_id}?session_id=…` | [`SseHandler`](crate::SseHandler) with a [`RequestedPlayer`](crate::RequestedPlayer) |
+//! | `GET {prefix}/api/sse` | [`SseHandler`](crate::SseHandler) |
+//! | `POST {prefix}/api/players/{player_id}/messages` | [`PublishApi`](crate::PublishApi) |
+//! | `POST {prefix}/api/rooms/{room}/messages` | [`PublishApi`](crate::PublishApi) |
+//! | `POST {prefix}/api/broadcast` | [`PublishApi`](crate::PublishApi) |
+//! | `PUT`, `DELETE {prefix}/api/rooms/{room}/members/{player_id}` | [`PublishApi`](crate::PublishApi) |
+//! | `GET {prefix}/healthz` | liveness, no token |
+//!
+//! A path that is none of these is not dualcast's: a layer passes it to the host's service.
+
+use std::sync::Arc;
+
+use dualcast_layers::query::percent_decode_path;
+
+use crate::error::ApiError;
+use crate::extract::ApiTarget;
+
+/// A route of the table, with what its path names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// `/api/ws`.
+    WebSocket,
+    /// `/api/ws/{player_id}`, deprecated.
+    WebSocketOf(Arc<str>),
+    /// `/api/sse`.
+    Sse,
+    /// `/sse/{player_id}`.
+    SseOf(Arc<str>),
+    /// The publishing and membership API.
+    Api(ApiTarget),
+    /// `/healthz`.
+    Health,
+}
+
+/// Where dualcast's routes are and which of them are on.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteTable {
+    /// Empty, or `/`-led without a trailing `/`.
+    prefix: Box<str>,
+    publish: bool,
+    membership: bool,
+}
+
+impl Default for RouteTable {
+    fn default() -> Self {
+        Self {
+            prefix: "".into(),
+            publish: true,
+            membership: true,
+        }
+    }
+}
+
+impl RouteTable {
+    /// The table under `prefix` (`""` for none; `"/rt"`, `"rt"` and `"/rt/"` are the same).
+    pub(crate) fn new(prefix: &str, publish: bool, membership: bool) -> Self {
+        let trimmed = prefix.trim_matches('/');
+        let prefix = if trimmed.is_empty() {
+            String::new()
+        } else {
+            format!("/{trimmed}")
+        };
+        Self {
+            prefix: prefix.into(),
+            publish,
+            membership,
+        }
+    }
+
+    /// The segments of `path` after the prefix; `None` when it is not under it.
+    fn segments<'a>(&self, path: &'a str) -> Option<std::str::Split<'a, char>> {
+        let rest = path.strip_prefix(&*self.prefix)?;
+        let rest = rest.strip_prefix('/')?;
+        Some(rest.split('/'))
+    }
+
+    /// The route of `path`: `None` when it is not one of dualcast's (the host's, then);
+    /// an error when it is one but a segment is not valid percent-encoded UTF-8.
+    pub(crate) fn route(&self, path: &str) -> Option<Result<Route, ApiError>> {
+        let mut segments = self.segments(path)?;
+        let mut next = [""; 5];
+        let mut count = 0;
+        for segment in segments.by_ref() {
+            if count == next.len() {
+                return None;
+            }
+            next[count] = segment;
+            count += 1;
+        }
+        let name = |raw: &str| -> Result<Arc<str>, ApiError> {
+            percent_decode_path(raw).map(Arc::from).ok_or_else(|| {
+                ApiError::bad_request(
+                    "INVALID_PATH",
+                    "the path is not valid percent-encoded UTF-8",
+                )
+            })
+        };
+        let route = match &next[..count] {
+            ["healthz"] => Ok(Route::Health),
+            ["api", "ws"] => Ok(Route::WebSocket),
+            ["api", "ws", player] if !player.is_empty() => name(player).map(Route::WebSocketOf),
+            ["api", "sse"] => Ok(Route::Sse),
+            ["sse", player] if !player.is_empty() => name(player).map(Route::SseOf),
+            ["api", "players", player, "messages"] if self.publish && !player.is_empty() => {
+                name(player).map(|player| Route::Api(ApiTarget::Player(player)))
+            }
+            ["api", "rooms", room, "messages"] if self.publish && !room.is_empty() => {
+                name(room).map(|room| Route::Api(ApiTarget::Room(room)))
+            }
+            ["api", "broadcast"] if self.publish => Ok(Route::Api(ApiTarget::Everyone)),
+            ["api", "rooms", room, "members", player]
+                if self.membership && !room.is_empty() && !player.is_empty() =>
+            {
+                name(room).and_then(|room| {
+                    Ok(Route::Api(ApiTarget::Membership {
+                        room,
+                        player: name(player)?,
+                    }))
+                })
+            }
+            _ => return None,
+        };
+        Some(route)
+    }
+
+    /// Whether `path` (without its query) is one of the SSE routes, checked without
+    /// allocating: what `serve` may answer itself.
+    pub(crate) fn is_sse(&self, path: &str) -> bool {
+        let Some(mut segments) = self.segments(path) else {
+            return false;
+        };
+        match (segments.next(), segments.next(), segments.next()) {
+            (Some("api"), Some("sse"), None) => true,
+            (Some("sse"), Some(player), None) => !player.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// The path of the WebSocket route, for the deprecated route's `Link` header.
+    pub(crate) fn websocket_path(&self) -> String {
+        format!("{}/api/ws", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_dualcast_paths_under_the_prefix_are_routes() {
+        let table = RouteTable::new("/rt/", true, true);
+        assert!(matches!(
+            table.route("/rt/api/ws"),
+            Some(Ok(Route::WebSocket))
+        ));
+        for path in [
+            "/api/ws",
+            "/rtx/api/ws",
+            "/rt",
+            "/rt/",
+            "/rt/api/ws/",
+            "/rt/sse/",
+            "/rt/sse/a/b",
+            "/rt/favicon.ico",
+            "/rt/api/ws/a/b",
+        ] {
+            assert!(table.route(path).is_none(), "{path}");
+        }
+        assert!(
+            matches!(table.route("/rt/sse/al%20ice"), Some(Ok(Route::SseOf(p))) if &*p == "al ice")
+        );
+        assert!(matches!(table.route("/rt/sse/%ff"), Some(Err(_))));
+        assert!(table.is_sse("/rt/api/sse"));
+        assert!(table.is_sse("/rt/sse/alice"));
+        assert!(!table.is_sse("/api/sse"));
+        assert!(!table.is_sse("/rt/sse/a/b"));
+        assert_eq!(table.websocket_path(), "/rt/api/ws");
+    }
+
+    #[test]
+    fn switched_off_apis_are_not_routes() {
+        let table = RouteTable::new("", false, false);
+        for path in [
+            "/api/broadcast",
+            "/api/rooms/r/messages",
+            "/api/rooms/r/members/p",
+            "/api/players/p/messages",
+        ] {
+            assert!(table.route(path).is_none(), "{path}");
+        }
+        assert!(matches!(table.route("/api/sse"), Some(Ok(Route::Sse))));
+        let all = RouteTable::default();
+        assert!(matches!(
+            all.route("/api/rooms/lobby/members/alice"),
+            Some(Ok(Route::Api(ApiTarget::Membership { .. })))
+        ));
+    }
+}
