@@ -739,3 +739,164 @@ pub async fn wait_for_disconnect_within(
         other => unreachable!("wait_for returned {other:?}"),
     }
 }
+
+// Clients for any server on an address, not only a `TestServer`: a host served by
+// `axum::serve`, by its own hyper loop, or an example's process.
+
+/// A TCP connection to `addr`.
+pub async fn connect_to(addr: std::net::SocketAddr) -> TcpStream {
+    within("a TCP connection to the server", TcpStream::connect(addr))
+        .await
+        .expect("the server accepts connections")
+}
+
+/// A WebSocket handshake to `addr` for `path`, with `headers` added (a `Cookie`, an
+/// `Origin`, the `bearer` subprotocol); the error is the refused HTTP response: its status
+/// and JSON body (`Null` when it is not JSON).
+pub async fn ws_at(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, String)],
+) -> Result<WsClient, (StatusCode, Value)> {
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let stream = connect_to(addr).await;
+    let handshake = within(
+        &format!("the WebSocket handshake answer for {path}"),
+        tokio_tungstenite::client_async(request, stream),
+    )
+    .await;
+    match handshake {
+        Ok((socket, response)) => Ok(WsClient { socket, response }),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status();
+            let body = response.into_body().unwrap_or_default();
+            Err((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+        }
+        Err(other) => panic!("handshake failed: {other}"),
+    }
+}
+
+/// A WebSocket to `addr` for `path` with `token` in the `bearer` subprotocol.
+pub async fn ws_with_token_at(addr: std::net::SocketAddr, path: &str, token: &str) -> WsClient {
+    let offered = [("sec-websocket-protocol", format!("bearer, {token}"))];
+    match ws_at(addr, path, &offered).await {
+        Ok(client) => client,
+        Err((status, body)) => panic!("the WebSocket to {path} was refused: {status} {body}"),
+    }
+}
+
+/// An HTTP request to `addr` on a new connection, with `headers` added (`Host` is
+/// `addr`); the status, the headers and the whole body.
+pub async fn http_at(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> (StatusCode, http::HeaderMap, Bytes) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, value.as_str());
+    }
+    let response = send_at(addr, request.body(Full::new(body)).unwrap()).await;
+    let (parts, body) = response.into_parts();
+    let bytes = within(
+        &format!("the whole response body to {method} {path}"),
+        body.collect(),
+    )
+    .await
+    .expect("a readable body")
+    .to_bytes();
+    (parts.status, parts.headers, bytes)
+}
+
+/// Sends `request` to `addr` on a new connection; the response head.
+pub async fn send_at(
+    addr: std::net::SocketAddr,
+    request: Request<Full<Bytes>>,
+) -> http::Response<Incoming> {
+    let stream = connect_to(addr).await;
+    let (mut sender, connection) = within(
+        "the HTTP client handshake",
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let what = format!(
+        "the response head to {} {}",
+        request.method(),
+        request.uri()
+    );
+    within(&what, sender.send_request(request))
+        .await
+        .expect("a response")
+}
+
+/// Opens an SSE stream at `addr` for `path` with `headers` added (`Host` is `addr`): the
+/// stream, its opening comment read; or the refused status and JSON body.
+pub async fn sse_at(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, String)],
+) -> Result<SseClient, (StatusCode, Value)> {
+    let mut request = Request::get(path).header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, value.as_str());
+    }
+    let response = send_at(addr, request.body(Full::new(Bytes::new())).unwrap()).await;
+    let (parts, body) = response.into_parts();
+    if parts.status != StatusCode::OK {
+        let bytes = within(
+            &format!("the body of the refusal of {path}"),
+            body.collect(),
+        )
+        .await
+        .expect("a readable body")
+        .to_bytes();
+        return Err((
+            parts.status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ));
+    }
+    assert_eq!(parts.headers["content-type"], "text/event-stream");
+    let mut client = SseClient {
+        headers: parts.headers,
+        body,
+        buffer: String::new(),
+    };
+    let opening = client.next_record().await;
+    assert!(opening.is_comment, "the stream opens with a comment");
+    Ok(client)
+}
+
+/// An SSE stream at `addr` for `path` with `token` as `Authorization: Bearer`.
+pub async fn sse_with_token_at(addr: std::net::SocketAddr, path: &str, token: &str) -> SseClient {
+    let authorization = [("authorization", format!("Bearer {token}"))];
+    match sse_at(addr, path, &authorization).await {
+        Ok(client) => client,
+        Err((status, body)) => panic!("the SSE stream {path} was refused: {status} {body}"),
+    }
+}
+
+impl WsClient {
+    /// After the close frame arrived: reads on, which sends the client's answering close
+    /// frame, until the socket ends.
+    pub async fn finish_close(&mut self) {
+        loop {
+            match within("the end of the WebSocket", self.socket.next()).await {
+                None | Some(Err(_)) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The example binaries as their users run them: started as processes (`cargo test` builds
+//! them into `target/debug/examples/`), reached over loopback, stopped with SIGINT.
+//!
+//! - `server`: its log, written to a pipe, is plain text; SIGINT shuts it down gracefully.
+//! - `axum`: an axum app with dualcast as a layer, cookie login, the app's own 404.
+//! - `hyper`: a plain hyper server with the handlers at `/play` and `/events`.
+#![cfg(unix)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use dualcast::jwt::{issue_hs256, Claims};
+use dualcast::Role;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// How long an example has to start, or to exit after SIGINT (its shutdown grace is 10 s).
+const PROCESS_BOUND: Duration = Duration::from_secs(15);
+
+/// A secret of 32+ bytes for the examples that verify tokens.
+const EXAMPLE_SECRET: &str = "examples-test-secret-of-at-least-32-bytes";
+
+/// `target/debug/examples/{name}`, next to this test's own binary
+/// (`target/debug/deps/examples-…`).
+fn example_binary(name: &str) -> PathBuf {
+    let test = std::env::current_exe().expect("the test binary's path");
+    let profile = test
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in target/<profile>/deps");
+    let binary = profile
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.is_file(),
+        "{} is missing: `cargo test` builds the examples (or run `cargo build --examples`)",
+        binary.display()
+    );
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(format!("{name}.rs"));
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    if let (Some(built), Some(written)) = (modified(&binary), modified(&source)) {
+        assert!(
+            built >= written,
+            "{} is older than {}: `cargo test` builds the examples (or run `cargo build --examples`)",
+            binary.display(),
+            source.display()
+        );
+    }
+    binary
+}
+
+/// A running example; killed when dropped, so a failing test leaves no process behind.
+struct Example {
+    name: &'static str,
+    child: Child,
+    /// Its stdout, line by line, read by a task so that the pipe never fills.
+    lines: mpsc::UnboundedReceiver<String>,
+    /// Every line read so far, for failure messages.
+    seen: Vec<String>,
+}
+
+impl Example {
+    fn start(name: &'static str, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(example_binary(name));
+        for variable in [
+            "DUALCAST_ADDR",
+            "DUALCAST_JWT_SECRET",
+            "DUALCAST_MAX_CONNECTIONS",
+            "RUST_LOG",
+        ] {
+            command.env_remove(variable);
+        }
+        command
+            .env("DUALCAST_ADDR", "127.0.0.1:0")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start the {name} example: {error}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            name,
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line of its stdout containing `needle`.
+    async fn line_containing(&mut self, needle: &str) -> String {
+        let what = format!("a line of the {} example containing {needle:?}", self.name);
+        let found = within_for(PROCESS_BOUND, &what, async {
+            while let Some(line) = self.lines.recv().await {
+                self.seen.push(line.clone());
+                if line.contains(needle) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "the {} example's stdout ended without {needle:?}; it wrote:\n{}",
+                self.name,
+                self.seen.join("\n")
+            )
+        })
+    }
+
+    /// The address of its `listening on http://ADDR` line.
+    async fn listening_address(&mut self) -> SocketAddr {
+        let line = self.line_containing("listening on http://").await;
+        let addr = line
+            .rsplit("http://")
+            .next()
+            .expect("an address after http://");
+        addr.trim().parse().unwrap_or_else(|_| panic!("{line:?}"))
+    }
+
+    /// Sends SIGINT, as Ctrl-C does.
+    fn interrupt(&self) {
+        let pid = self.child.id().expect("the example is running");
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -INT {pid}: {status}");
+    }
+
+    /// Waits for it to exit, and asserts it succeeded.
+    async fn exits_successfully(mut self) {
+        let what = format!("the {} example's exit", self.name);
+        let status = within_for(PROCESS_BOUND, &what, self.child.wait())
+            .await
+            .expect("the exit status");
+        // What it wrote while shutting down, for the message.
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        assert!(
+            status.success(),
+            "the {} example exited with {status}; it wrote:\n{}",
+            self.name,
+            self.seen.join("\n")
+        );
+    }
+}
+
+fn token_for(player: &str) -> String {
+    issue_hs256(
+        EXAMPLE_SECRET.as_bytes(),
+        &Claims::new(player, Role::Player, 3600),
+    )
+    .unwrap()
+}
+
+/// The number after `field=` in a log line.
+fn field(line: &str, field: &str) -> Option<String> {
+    let start = line.find(&format!("{field}="))? + field.len() + 1;
+    let value = line[start..].split_whitespace().next()?;
+    Some(value.trim_matches('"').to_owned())
+}
+
+// The example server.
+
+fn start_server() -> Example {
+    Example::start(
+        "server",
+        &[
+            ("RUST_LOG", "info"),
+            ("DUALCAST_JWT_SECRET", EXAMPLE_SECRET),
+        ],
+    )
+}
+
+/// Reads the server's log up to its listening line; the address it logged.
+async fn server_address(server: &mut Example) -> SocketAddr {
+    let line = server.line_containing("listening").await;
+    let addr = field(&line, "addr").unwrap_or_else(|| panic!("no addr= in {line:?}"));
+    addr.parse().unwrap_or_else(|_| panic!("{line:?}"))
+}
+
+fn assert_no_ansi(example: &Example) {
+    for line in &example.seen {
+        assert!(
+            !line.contains("\x1b["),
+            "a colour code in a log written to a pipe: {line:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_example_servers_log_written_to_a_pipe_has_no_colour_codes() {
+    let mut server = start_server();
+    let addr = server_address(&mut server).await;
+    // A request, so that the log has more than the start-up lines.
+    let (status, _, _) = http_at(addr, "GET", "/healthz", &[], Bytes::new()).await;
+    assert!(status.is_success());
+    assert!(!server.seen.is_empty());
+    assert_no_ansi(&server);
+}
+
+#[tokio::test]
+async fn sigint_shuts_the_example_server_down_counting_its_realtime_connections() {
+    let mut server = start_server();
+    let addr = server_address(&mut server).await;
+    let token = token_for("player-1");
+    let mut ws = ws_with_token_at(addr, "/api/ws", &token).await;
+    let mut sse = sse_with_token_at(addr, "/sse/player-1", &token).await;
+
+    server.interrupt();
+    let line = server.line_containing("shutting down").await;
+    assert_eq!(
+        field(&line, "realtime").as_deref(),
+        Some("2"),
+        "both connections counted: {line:?}"
+    );
+    assert_eq!(ws.next_close().await, (1001, "server_shutdown".to_owned()));
+    assert_eq!(
+        sse.next_named("disconnect").await["reason"],
+        "server_shutdown"
+    );
+    ws.finish_close().await;
+    sse.closed().await;
+    assert_no_ansi(&server);
+    server.exits_successfully().await;
+}
+
+// The axum example.
+
+#[tokio::test]
+async fn the_axum_example_serves_cookie_sessions_its_own_404_and_stops_on_sigint() {
+    let mut app = Example::start("axum", &[]);
+    let addr = app.listening_address().await;
+
+    let (status, headers, _) = http_at(addr, "GET", "/login/alice", &[], Bytes::new()).await;
+    assert_eq!(status, 200);
+    let set_cookie = headers["set-cookie"].to_str().unwrap();
+    let session = set_cookie
+        .split(';')
+        .next()
+        .filter(|pair| pair.starts_with("session="))
+        .unwrap_or_else(|| panic!("a session cookie: {set_cookie:?}"));
+    let cookie = [("cookie", session.to_owned())];
+
+    let mut ws = ws_at(addr, "/rt/api/ws", &cookie)
+        .await
+        .unwrap_or_else(|refused| panic!("the WebSocket was refused: {refused:?}"));
+    let mut sse = sse_at(addr, "/rt/api/sse", &cookie)
+        .await
+        .unwrap_or_else(|refused| panic!("the SSE stream was refused: {refused:?}"));
+
+    let (status, _, body) = http_at(
+        addr,
+        "POST",
+        "/announce",
+        &cookie,
+        Bytes::from_static(b"hello"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body:?}");
+    for envelope in [ws.next_json().await, sse.next_json().await] {
+        assert_eq!(envelope["type"], "announcement");
+        assert_eq!(envelope["data"], "hello");
+    }
+
+    let (status, _, body) = http_at(addr, "GET", "/nope", &[], Bytes::new()).await;
+    assert_eq!(
+        (status.as_u16(), &body[..]),
+        (404, &b"the app's own 404\n"[..])
+    );
+
+    app.interrupt();
+    assert_eq!(ws.next_close().await, (1001, "server_shutdown".to_owned()));
+    assert_eq!(
+        sse.next_named("disconnect").await["reason"],
+        "server_shutdown"
+    );
+    ws.finish_close().await;
+    sse.closed().await;
+    app.exits_successfully().await;
+}
+
+// The hyper example.
+
+#[tokio::test]
+async fn the_hyper_example_serves_its_handlers_at_its_own_paths_and_stops_on_sigint() {
+    let mut app = Example::start("hyper", &[("DUALCAST_JWT_SECRET", EXAMPLE_SECRET)]);
+    let addr = app.listening_address().await;
+    let token = token_for("kim");
+
+    let mut ws = ws_with_token_at(addr, "/play", &token).await;
+    assert_eq!(ws.response.headers()["sec-websocket-protocol"], "bearer");
+    let mut sse = sse_with_token_at(addr, "/events", &token).await;
+    // The host publishes a tick every second.
+    for envelope in [ws.next_json().await, sse.next_json().await] {
+        assert_eq!(envelope["type"], "tick");
+    }
+
+    app.interrupt();
+    assert_eq!(ws.next_close().await, (1001, "server_shutdown".to_owned()));
+    assert_eq!(
+        sse.next_named("disconnect").await["reason"],
+        "server_shutdown"
+    );
+    ws.finish_close().await;
+    sse.closed().await;
+    app.exits_successfully().await;
+}
