@@ -325,6 +325,11 @@ impl<L> DualcastBuilder<L> {
 
 /// dualcast as a tower [`Layer`]: serves its routes and passes every other request to the
 /// wrapped service; from [`DualcastBuilder::build`].
+///
+/// Shutdown: under [`serve`](crate::serve()) it is built in. Under `axum::serve` (or any
+/// server with a graceful-shutdown signal), pass [`Hub::shutdown_on`] to it, so the
+/// realtime connections are told and closed before the server waits for its connections:
+/// `axum::serve(listener, app).with_graceful_shutdown(hub.shutdown_on(ctrl_c))`.
 #[derive(Clone)]
 #[must_use]
 pub struct DualcastLayer<T> {

@@ -293,3 +293,13 @@ fn the_leases_end_after_the_connection_left_the_hub() {
 async fn ended(guard: &ConnectionGuard) -> DisconnectReason {
     std::future::poll_fn(|cx| guard.poll_end(cx)).await
 }
+
+/// Memory per connection is a design constraint: the guard each WebSocket task and SSE
+/// body holds is three words (the hub, the connection, the leases).
+#[test]
+fn a_connection_guard_is_three_words() {
+    assert_eq!(
+        std::mem::size_of::<ConnectionGuard>(),
+        3 * std::mem::size_of::<usize>()
+    );
+}
