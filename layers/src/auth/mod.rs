@@ -450,7 +450,13 @@ where
 
         // 2. A token in one of the three places.
         if let Some(authenticator) = &self.authenticator {
-            match authenticate_request(authenticator, request.headers(), request.uri()) {
+            let hook_follows = self.hook.is_some();
+            match authenticate_request(
+                authenticator,
+                request.headers(),
+                request.uri(),
+                hook_follows,
+            ) {
                 Ok(Some(identity)) => {
                     trace_authenticated(&identity);
                     request.extensions_mut().insert(identity);

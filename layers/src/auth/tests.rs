@@ -208,7 +208,7 @@ async fn bad_token_does_not_fall_through_to_the_hook() {
     for request in [
         Request::get("/?access_token=bad").header("cookie", "session=bob"),
         Request::get("/")
-            .header("authorization", "Basic Zm9vOmJhcg==")
+            .header("authorization", "Bearer bad")
             .header("cookie", "session=bob"),
         Request::get("/")
             .header("sec-websocket-protocol", "bearer")
@@ -581,4 +581,47 @@ fn layer_and_service_are_debug_with_a_closure_hook() {
     let service = layer.layer(MustBeReady::default());
     assert!(format!("{service:?}").starts_with("Auth {"));
     assert!(format!("{:?}", AuthLayer::new(Fixed)).contains("hook: None"));
+}
+
+#[tokio::test]
+async fn with_a_hook_an_authorization_header_of_another_scheme_is_not_a_token() {
+    // A browser resends the Basic credentials of a site behind HTTP authentication on every
+    // request; they must not hide the session cookie from the hook.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = AuthLayer::new(Fixed)
+        .identify_with(cookie_hook(&calls))
+        .layer(echo());
+    let request = Request::get("/")
+        .header("authorization", "Basic Zm9vOmJhcg==")
+        .header("cookie", "session=bob")
+        .body(())
+        .unwrap();
+    let response = service.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.body(), "bob:IdentifyHook");
+
+    let bad_bearer = Request::get("/")
+        .header("authorization", "Bearer nonsense")
+        .header("cookie", "session=bob")
+        .body(())
+        .unwrap();
+    let response = service.oneshot(bad_bearer).await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "a bearer token is still a token"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    let without_hook = call(
+        Request::get("/")
+            .header("authorization", "Basic Zm9vOmJhcg==")
+            .body(())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        json(&without_hook)["details"]["error_code"],
+        "MALFORMED_TOKEN",
+        "with no hook, a header of another scheme is still refused, not ignored"
+    );
 }

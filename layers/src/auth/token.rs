@@ -15,25 +15,31 @@ pub(super) const NO_TOKEN: &str =
 ///
 /// A present but unusable `Authorization` header, or a `bearer` subprotocol with no token
 /// after it, is an error rather than a reason to look further, so a client never has its
-/// credential silently ignored.
+/// credential silently ignored. The one exception is `other_schemes_are_not_tokens` (set
+/// when an identify hook follows): an `Authorization` header of another scheme, such as
+/// the `Basic` credentials a browser resends to a site behind HTTP authentication, is then
+/// not a token, and the search goes on.
 fn find_token<'a>(
     headers: &'a HeaderMap,
     uri: &'a Uri,
+    other_schemes_are_not_tokens: bool,
 ) -> Result<Option<(Cow<'a, str>, CredentialSource)>, AuthError> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value
             .to_str()
             .map_err(|_| AuthError::malformed("the Authorization header is not ASCII"))?;
         let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-        if !scheme.eq_ignore_ascii_case("bearer") {
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Ok(Some((
+                token.trim().into(),
+                CredentialSource::AuthorizationHeader,
+            )));
+        }
+        if !other_schemes_are_not_tokens {
             return Err(AuthError::malformed(
                 "the Authorization header must use the Bearer scheme",
             ));
         }
-        return Ok(Some((
-            token.trim().into(),
-            CredentialSource::AuthorizationHeader,
-        )));
     }
     for value in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
         let Ok(value) = value.to_str() else { continue };
@@ -55,13 +61,14 @@ fn find_token<'a>(
 }
 
 /// Finds and verifies the request's token: `Ok(None)` when it carries none, an error when
-/// the token it carries is unusable or does not verify.
+/// the token it carries is unusable or does not verify. `hook_follows`: see [`find_token`].
 pub(super) fn authenticate_request<A: Authenticate + ?Sized>(
     authenticator: &A,
     headers: &HeaderMap,
     uri: &Uri,
+    hook_follows: bool,
 ) -> Result<Option<Identity>, AuthError> {
-    let Some((token, source)) = find_token(headers, uri)? else {
+    let Some((token, source)) = find_token(headers, uri, hook_follows)? else {
         return Ok(None);
     };
     if token.is_empty() || token.len() > MAX_TOKEN_LEN {
