@@ -80,10 +80,11 @@ impl Hub {
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            runtime.spawn(keep_deadlines(
-                Arc::downgrade(&self.inner),
-                self.inner.deadline_changed.clone(),
-            ));
+            let hub = Arc::downgrade(&self.inner);
+            // Moved into the future as it is made, so that it is dropped with it even if
+            // the task never ran (its runtime shut down first).
+            let running = Running(hub.clone());
+            runtime.spawn(keep_deadlines(hub, self.inner.deadline_changed.clone(), running));
         }
         Ok(())
     }
@@ -91,7 +92,10 @@ impl Hub {
 
 /// The keeper: holds the hub only weakly, so it ends once the hub is gone (the hub's drop
 /// wakes it).
-async fn keep_deadlines(hub: Weak<Inner>, changed: Arc<Notify>) {
+///
+/// `_running` is dropped with this future, also when its runtime shuts down under it: the
+/// next registration with a deadline then starts a keeper again, on its own runtime.
+async fn keep_deadlines(hub: Weak<Inner>, changed: Arc<Notify>, _running: Running) {
     loop {
         let next = {
             let Some(inner) = hub.upgrade() else { return };
@@ -117,6 +121,17 @@ async fn keep_deadlines(hub: Weak<Inner>, changed: Arc<Notify>) {
                 }
             }
             None => changed.notified().await,
+        }
+    }
+}
+
+/// Marks the keeper as gone when its future is dropped.
+struct Running(Weak<Inner>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.keeper_started.store(false, Ordering::Release);
         }
     }
 }

@@ -303,3 +303,39 @@ fn a_connection_guard_is_three_words() {
         3 * std::mem::size_of::<usize>()
     );
 }
+
+#[test]
+fn a_keeper_whose_runtime_shut_down_is_started_again_on_the_next_runtime() {
+    use std::time::Duration;
+    let hub = Hub::new();
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    first.block_on(async {
+        let (_guard, _outbox) = hub
+            .register(
+                Registration::new("max", ConnectionKind::Sse)
+                    .credential_deadline(tokio::time::Instant::now() + Duration::from_secs(3600)),
+            )
+            .unwrap();
+    });
+    drop(first); // the keeper's runtime is gone, and the keeper with it
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    second.block_on(async {
+        let (guard, _outbox) = hub
+            .register(
+                Registration::new("max", ConnectionKind::WebSocket)
+                    .credential_deadline(tokio::time::Instant::now() + Duration::from_secs(1)),
+            )
+            .unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(60), ended(&guard))
+            .await
+            .expect("a keeper on this runtime ends it");
+        assert_eq!(reason, DisconnectReason::AuthExpired);
+    });
+}
