@@ -221,8 +221,9 @@ pub(crate) async fn serve_sse<IO, S, B>(
             return;
         }
     }
+    let version = request.version();
     let Ok(response) = service.oneshot(*request).await;
-    if let Some(pump) = respond(stream, response).await {
+    if let Some(pump) = respond(stream, response, version).await {
         // A task of its own, holding only the stream and the body: the request, the
         // service and this function's other state are freed now, not kept for the
         // stream's life.
@@ -233,7 +234,7 @@ pub(crate) async fn serve_sse<IO, S, B>(
 /// Writes `response` on `io`. dualcast's own event stream (it carries [`SseControl`]) gets
 /// its head written and is returned as the [`Pump`] that writes its events; any other
 /// answer is [relayed](relay) as it is and `io` closed.
-async fn respond<IO, B>(io: IO, response: Response<B>) -> Option<Pump<IO, B>>
+async fn respond<IO, B>(io: IO, response: Response<B>, version: Version) -> Option<Pump<IO, B>>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
     B: Body<Data = Bytes>,
@@ -241,7 +242,7 @@ where
 {
     let (parts, body) = response.into_parts();
     let Some(control) = parts.extensions.get::<SseControl>().cloned() else {
-        relay(io, &parts, body).await;
+        relay(io, &parts, body, version).await;
         return None;
     };
     let mut io = io;
@@ -262,20 +263,28 @@ where
 }
 
 /// Writes an answer dualcast did not make (a host's route, a refusal) as it is: status,
-/// headers and the whole body, however long, with `content-length` when its size is known
-/// and delimited by the close otherwise; then closes `io`. Only the framing headers are
-/// rewritten (the connection closes after it).
-async fn relay<IO, B>(mut io: IO, parts: &http::response::Parts, body: B)
+/// headers and the whole body, however long, then closes `io`. Only the framing is
+/// rewritten (the connection closes after it): `content-length` when the body's size is
+/// known; otherwise chunked for an HTTP/1.1 request, so that a body that fails midway shows
+/// as an abort (no last chunk) rather than as a complete answer, and close-delimited for
+/// HTTP/1.0.
+async fn relay<IO, B>(mut io: IO, parts: &http::response::Parts, body: B, version: Version)
 where
     IO: AsyncWrite + Unpin,
     B: Body<Data = Bytes>,
 {
     let status = parts.status.as_u16();
     let bodiless = status < 200 || status == 204 || status == 304;
+    let length = body.size_hint().exact();
+    let chunked = !bodiless && length.is_none() && version == Version::HTTP_11;
     let mut head = response_head(parts);
     if !bodiless {
-        if let Some(length) = body.size_hint().exact() {
-            head.extend_from_slice(format!("content-length: {length}\r\n").as_bytes());
+        match length {
+            Some(length) => {
+                head.extend_from_slice(format!("content-length: {length}\r\n").as_bytes());
+            }
+            None if chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+            None => {}
         }
     }
     head.extend_from_slice(b"\r\n");
@@ -286,17 +295,41 @@ where
         let mut body = std::pin::pin!(body);
         loop {
             // Taken out of the `Option` at once: the body's error need not be `Send`.
-            let Some(Ok(frame)) = body.frame().await else {
-                break;
+            let frame = match body.frame().await {
+                Some(Ok(frame)) => frame,
+                // The body failed: close without the last chunk, so the client sees the cut.
+                Some(Err(_)) => return,
+                None => break,
             };
-            if let Ok(data) = frame.into_data() {
-                if io.write_all(&data).await.is_err() {
-                    return;
-                }
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers are not relayed
+            };
+            if data.is_empty() {
+                continue;
             }
+            let written = if chunked {
+                let size = format!("{:x}\r\n", data.len());
+                write_all(&mut io, &[size.as_bytes(), &data, b"\r\n"]).await
+            } else {
+                io.write_all(&data).await
+            };
+            if written.is_err() {
+                return;
+            }
+        }
+        if chunked && io.write_all(b"0\r\n\r\n").await.is_err() {
+            return;
         }
     }
     let _ = io.shutdown().await;
+}
+
+/// Writes each of `pieces`, in order.
+async fn write_all<IO: AsyncWrite + Unpin>(io: &mut IO, pieces: &[&[u8]]) -> io::Result<()> {
+    for piece in pieces {
+        io.write_all(piece).await?;
+    }
+    Ok(())
 }
 
 /// Status line and headers (with `connection: close`), without the final blank line.
@@ -787,7 +820,9 @@ mod tests {
         let response = crate::sse::stream_response(guard, outbox, &crate::SseSettings::new());
         // A client that never reads: the pipe holds 1 KiB, then every write blocks.
         let (mut client, server) = tokio::io::duplex(1024);
-        let pump = respond(server, response).await.expect("an event stream");
+        let pump = respond(server, response, Version::HTTP_11)
+            .await
+            .expect("an event stream");
         let message = Message::json("tick", serde_json::json!({ "text": "x".repeat(100) }));
         let published = 100;
         for _ in 0..published {
@@ -826,6 +861,47 @@ mod tests {
             "the write was blocked: {delivered} of {published} messages got out"
         );
         assert!(received.len() <= 1024, "no more than the pipe holds");
+    }
+
+    /// What `relay` writes for a host answer of `frames`, with no known size, to a request
+    /// of `version`.
+    async fn relayed(frames: Vec<Result<&'static str, ()>>, version: Version) -> String {
+        let frames = frames.into_iter().map(|frame| match frame {
+            Ok(data) => Ok(http_body::Frame::data(Bytes::from_static(data.as_bytes()))),
+            Err(()) => Err(io::Error::other("the host's body failed")),
+        });
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let response = Response::builder()
+            .status(200)
+            .header("content-type", "text/plain")
+            .body(body)
+            .unwrap();
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let (parts, body) = response.into_parts();
+        relay(server, &parts, body, version).await;
+        let mut written = Vec::new();
+        client.read_to_end(&mut written).await.unwrap();
+        String::from_utf8(written).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_host_body_of_unknown_size_is_relayed_chunked_and_a_failure_shows_as_a_cut() {
+        let whole = relayed(vec![Ok("first "), Ok("second")], Version::HTTP_11).await;
+        assert!(whole.contains("transfer-encoding: chunked\r\n"), "{whole}");
+        assert!(
+            whole.ends_with("\r\n\r\n6\r\nfirst \r\n6\r\nsecond\r\n0\r\n\r\n"),
+            "{whole}"
+        );
+
+        let cut = relayed(vec![Ok("first half"), Err(())], Version::HTTP_11).await;
+        assert!(cut.ends_with("a\r\nfirst half\r\n"), "no last chunk: {cut}");
+
+        let old = relayed(vec![Ok("first "), Ok("second")], Version::HTTP_10).await;
+        assert!(!old.contains("transfer-encoding"), "{old}");
+        assert!(
+            old.ends_with("\r\n\r\nfirst second"),
+            "close-delimited: {old}"
+        );
     }
 
     #[test]

@@ -249,9 +249,11 @@ impl AcceptErrors {
     }
 }
 
-/// Whether the start of a request is `GET /healthz` (which is answered even past the cap).
-pub(crate) fn is_health_check(head: &[u8]) -> bool {
-    head.strip_prefix(b"GET /healthz")
+/// Whether the start of a request is `GET {health_path}` (which is answered even past the
+/// cap).
+pub(crate) fn is_health_check(head: &[u8], health_path: &str) -> bool {
+    head.strip_prefix(b"GET ")
+        .and_then(|rest| rest.strip_prefix(health_path.as_bytes()))
         .is_some_and(|rest| matches!(rest.first(), Some(b' ' | b'?')))
 }
 
@@ -317,10 +319,19 @@ mod tests {
 
     #[test]
     fn only_get_healthz_is_a_health_check() {
-        assert!(is_health_check(b"GET /healthz HTTP/1.1\r\n"));
-        assert!(is_health_check(b"GET /healthz?deep=1 HTTP/1.1\r\n"));
-        assert!(!is_health_check(b"GET /healthzz HTTP/1.1\r\n"));
-        assert!(!is_health_check(b"POST /healthz HTTP/1.1\r\n"));
-        assert!(!is_health_check(b"GET /sse/p HTTP/1.1\r\n"));
+        let check = |head: &[u8]| is_health_check(head, "/healthz");
+        assert!(check(b"GET /healthz HTTP/1.1\r\n"));
+        assert!(check(b"GET /healthz?deep=1 HTTP/1.1\r\n"));
+        assert!(!check(b"GET /healthzz HTTP/1.1\r\n"));
+        assert!(!check(b"POST /healthz HTTP/1.1\r\n"));
+        assert!(!check(b"GET /sse/p HTTP/1.1\r\n"));
+        assert!(is_health_check(
+            b"GET /rt/healthz HTTP/1.1\r\n",
+            "/rt/healthz"
+        ));
+        assert!(!is_health_check(
+            b"GET /healthz HTTP/1.1\r\n",
+            "/rt/healthz"
+        ));
     }
 }

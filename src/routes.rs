@@ -15,6 +15,11 @@
 //! | `GET {prefix}/healthz` | liveness, no token |
 //!
 //! A path that is none of these is not dualcast's: a layer passes it to the host's service.
+//! The publishing, membership and health routes can each be switched off
+//! ([`DualcastBuilder`](crate::DualcastBuilder)), and their paths then go to the host too.
+//! Without a prefix, a host route with one of these paths (its own `/healthz`, say) is
+//! shadowed by dualcast's when dualcast is the outer layer: set a prefix, or switch the
+//! route off.
 
 use std::sync::Arc;
 
@@ -47,6 +52,7 @@ pub(crate) struct RouteTable {
     prefix: Box<str>,
     publish: bool,
     membership: bool,
+    health: bool,
 }
 
 impl Default for RouteTable {
@@ -55,13 +61,15 @@ impl Default for RouteTable {
             prefix: "".into(),
             publish: true,
             membership: true,
+            health: true,
         }
     }
 }
 
 impl RouteTable {
-    /// The table under `prefix` (`""` for none; `"/rt"`, `"rt"` and `"/rt/"` are the same).
-    pub(crate) fn new(prefix: &str, publish: bool, membership: bool) -> Self {
+    /// The table under `prefix` (`""` for none; `"/rt"`, `"rt"` and `"/rt/"` are the same),
+    /// with the publishing, membership and health routes each on or off.
+    pub(crate) fn new(prefix: &str, publish: bool, membership: bool, health: bool) -> Self {
         let trimmed = prefix.trim_matches('/');
         let prefix = if trimmed.is_empty() {
             String::new()
@@ -72,6 +80,7 @@ impl RouteTable {
             prefix: prefix.into(),
             publish,
             membership,
+            health,
         }
     }
 
@@ -104,7 +113,7 @@ impl RouteTable {
             })
         };
         let route = match &next[..count] {
-            ["healthz"] => Ok(Route::Health),
+            ["healthz"] if self.health => Ok(Route::Health),
             ["api", "ws"] => Ok(Route::WebSocket),
             ["api", "ws", player] if !player.is_empty() => name(player).map(Route::WebSocketOf),
             ["api", "sse"] => Ok(Route::Sse),
@@ -144,6 +153,11 @@ impl RouteTable {
         }
     }
 
+    /// The path of the health route, which `serve` answers even past its connection cap.
+    pub(crate) fn health_path(&self) -> String {
+        format!("{}/healthz", self.prefix)
+    }
+
     /// The path of the WebSocket route, for the deprecated route's `Link` header.
     pub(crate) fn websocket_path(&self) -> String {
         format!("{}/api/ws", self.prefix)
@@ -156,7 +170,7 @@ mod tests {
 
     #[test]
     fn only_dualcast_paths_under_the_prefix_are_routes() {
-        let table = RouteTable::new("/rt/", true, true);
+        let table = RouteTable::new("/rt/", true, true, true);
         assert!(matches!(
             table.route("/rt/api/ws"),
             Some(Ok(Route::WebSocket))
@@ -187,7 +201,7 @@ mod tests {
 
     #[test]
     fn switched_off_apis_are_not_routes() {
-        let table = RouteTable::new("", false, false);
+        let table = RouteTable::new("", false, false, false);
         for path in [
             "/api/broadcast",
             "/api/rooms/r/messages",

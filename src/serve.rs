@@ -105,6 +105,7 @@ where
 {
     let hub = endpoints.hub().clone();
     let table = Arc::new(endpoints.table().clone());
+    let health_path: Arc<str> = table.health_path().into();
     let (stop, stopped) = watch::channel(false);
     let mut builder = http1::Builder::new();
     builder
@@ -161,7 +162,7 @@ where
                                 service,
                                 stopped.clone(),
                                 peer,
-                                retry_after,
+                                OverCapacity { retry_after, health_path: Arc::clone(&health_path) },
                             ));
                         }
                         None => {
@@ -237,15 +238,23 @@ where
 /// How long a connection past the cap has to show its request line.
 const OVER_CAPACITY_HEAD_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// A connection past the cap: `GET /healthz` is served (one request, then the connection
-/// closes); anything else gets the quick `503`. Either way it is over within a few seconds.
+/// How a connection past the cap is answered.
+struct OverCapacity {
+    retry_after: Duration,
+    /// The health route (under the stack's prefix), which is still served.
+    health_path: Arc<str>,
+}
+
+/// A connection past the cap: `GET {prefix}/healthz` is served (one request, then the
+/// connection closes); anything else gets the quick `503`. Either way it is over within a
+/// few seconds.
 async fn serve_over_capacity<S, B>(
     stream: Counted<TcpStream>,
     builder: Arc<http1::Builder>,
     service: S,
     stopped: watch::Receiver<bool>,
     peer: SocketAddr,
-    retry_after: Duration,
+    answer: OverCapacity,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -256,20 +265,21 @@ async fn serve_over_capacity<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut start = [0u8; 16];
+    // Enough for `GET `, the path and the byte after it.
+    let mut start = vec![0u8; answer.health_path.len() + 5];
     let peeked = tokio::time::timeout(
         OVER_CAPACITY_HEAD_TIMEOUT,
         stream.get_ref().peek(&mut start),
     )
     .await;
     if let Ok(Ok(read)) = peeked {
-        if is_health_check(&start[..read]) {
+        if is_health_check(&start[..read], &answer.health_path) {
             serve_with_hyper(&builder, stream, service, stopped, peer).await;
             return;
         }
     }
     tracing::debug!(%peer, "at the connection cap: answered 503");
-    let answer = over_capacity_response(retry_after);
+    let answer = over_capacity_response(answer.retry_after);
     let _ =
         tokio::time::timeout(OVER_CAPACITY_HEAD_TIMEOUT, lingering_close(stream, &answer)).await;
 }
