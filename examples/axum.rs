@@ -46,9 +46,11 @@ async fn main() -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     let ctrl_c = async { drop(tokio::signal::ctrl_c().await) };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(hub.shutdown_on(ctrl_c))
+    let server = axum::serve(listener, app).with_graceful_shutdown(hub.shutdown_on(ctrl_c));
+    // A client that stopped reading must not hold the shutdown open: 10 s at most.
+    hub.bounded_shutdown(server, dualcast::SHUTDOWN_GRACE)
         .await
+        .unwrap_or(Ok(()))
 }
 
 type AppState = State<(Sessions, Hub)>;
@@ -61,6 +63,8 @@ async fn login(State((sessions, _)): AppState, Path(player): Path<String>) -> im
         .lock()
         .expect("not poisoned")
         .insert(id.clone(), player.clone());
+    // A demo: anyone may log in as anyone, and the table only grows. Over HTTPS, add
+    // `Secure`, and set `AuthLayer::allowed_origins` to the site's https origin.
     let cookie = format!("session={id}; HttpOnly; SameSite=Lax; Path=/");
     (
         [(header::SET_COOKIE, cookie)],

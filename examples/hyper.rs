@@ -18,7 +18,7 @@ use futures_util::future::Either;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tower::{Layer, ServiceExt};
 
@@ -54,16 +54,46 @@ async fn main() -> std::io::Result<()> {
     println!("listening on http://{}", listener.local_addr()?);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let mut connections = tokio::task::JoinSet::new();
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    let mut http = http1::Builder::new();
+    // A client has 10 s to send its request head (hyper needs a timer for that).
+    http.timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10));
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of descriptors, say: keep serving the connections already open.
+                    eprintln!("accept failed: {error}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
             _ = &mut ctrl_c => break,
         };
-        let connection = http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
-            .with_upgrades();
-        tokio::spawn(connection);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let mut stopped = stopped.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection.with_upgrades());
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stopped.changed() => {
+                    // No new request on this connection; the one in flight may finish.
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
     }
-    let _ = tokio::time::timeout(dualcast::SHUTDOWN_GRACE, hub.shutdown()).await;
+    // Every realtime connection is told and closed; then the HTTP connections finish.
+    let drain = async {
+        hub.shutdown().await;
+        let _ = stop.send(());
+        while connections.join_next().await.is_some() {}
+    };
+    let _ = tokio::time::timeout(dualcast::SHUTDOWN_GRACE, drain).await;
     Ok(())
 }

@@ -180,6 +180,7 @@ pub struct DualcastBuilder<L> {
     prefix: String,
     publish_api: bool,
     membership_api: bool,
+    health_route: bool,
     websocket: WebSocketSettings,
     sse: SseSettings,
     max_publish_body: usize,
@@ -205,7 +206,8 @@ impl<L> DualcastBuilder<L> {
 
     /// The path every dualcast route lives under, e.g. `/rt` for `/rt/api/ws`. Default:
     /// none (`/api/ws`). With axum, use this rather than `nest_service`, which strips the
-    /// prefix before dualcast sees the path.
+    /// prefix before dualcast sees the path. As a layer, dualcast answers its own routes
+    /// first: a host with routes at the same paths (`/healthz`, `/sse/…`) sets a prefix.
     pub fn prefix(mut self, prefix: &str) -> Self {
         self.prefix = prefix.to_owned();
         self
@@ -223,6 +225,14 @@ impl<L> DualcastBuilder<L> {
     /// are served. Default: on.
     pub fn membership_api(mut self, on: bool) -> Self {
         self.membership_api = on;
+        self
+    }
+
+    /// Whether `GET {prefix}/healthz` is answered by dualcast (`{"status":"ok"}`, no
+    /// token). Switch it off when the host has its own health route at that path: as the
+    /// outer layer, dualcast's route would otherwise answer first. Default: on.
+    pub fn health_route(mut self, on: bool) -> Self {
+        self.health_route = on;
         self
     }
 
@@ -256,7 +266,12 @@ impl<L> DualcastBuilder<L> {
         L: Layer<Handlers>,
     {
         let hub = self.hub.unwrap_or_default();
-        let table = RouteTable::new(&self.prefix, self.publish_api, self.membership_api);
+        let table = RouteTable::new(
+            &self.prefix,
+            self.publish_api,
+            self.membership_api,
+            self.health_route,
+        );
         let successor = HeaderValue::from_str(&format!(
             "<{}>; rel=\"successor-version\"",
             table.websocket_path()
@@ -387,6 +402,7 @@ impl Dualcast<NotFound, Handlers> {
             prefix: String::new(),
             publish_api: true,
             membership_api: true,
+            health_route: true,
             websocket: WebSocketSettings::default(),
             sse: SseSettings::default(),
             max_publish_body: 1024 * 1024,

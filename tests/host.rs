@@ -327,6 +327,65 @@ async fn an_axum_host_shuts_down_in_the_grace_period_with_close_frames_and_disco
     assert_eq!(hub.connection_count(), 0);
 }
 
+/// A client that stopped reading holds hyper's write, and axum's graceful shutdown waits
+/// for it without end; `Hub::bounded_shutdown` gives that wait its bound.
+#[tokio::test]
+async fn a_client_that_stopped_reading_cannot_hold_an_axum_shutdown_open_past_its_bound() {
+    let (layer, hub) = Dualcast::builder(jwt()).build();
+    let router = Router::new()
+        .route("/", get(|| async { "home" }))
+        .layer(layer);
+    let listener = bind().await;
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let signal = hub.shutdown_on(async move {
+        stopped.await.ok();
+    });
+    let bounded = hub.clone();
+    let server = tokio::spawn(async move {
+        let server = axum::serve(listener, router).with_graceful_shutdown(signal);
+        bounded
+            .bounded_shutdown(server, Duration::from_millis(500))
+            .await
+    });
+
+    // An SSE client with a small receive buffer that never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = within("a connection", socket.connect(addr)).await.unwrap();
+    let head = format!(
+        "GET /api/sse HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\r\n",
+        player_token("stuck")
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    let mut events = hub.subscribe();
+    within("the stream registered", async {
+        while hub.connection_count() == 0 {
+            let _ = events.recv().await;
+        }
+    })
+    .await;
+    // Until hyper's write is stuck: the outbox overflows and the hub ends it.
+    let big = dualcast::Message::json("big", json!({ "pad": "x".repeat(32 * 1024) }));
+    within("the stream overflowed", async {
+        while hub.send_to_player("stuck", &big).failed == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+
+    let _ = stop.send(());
+    let output = within_for(SHUTDOWN_BOUND, "the bounded shutdown", server)
+        .await
+        .expect("no panic");
+    assert!(
+        output.is_none(),
+        "axum still waited for the stalled client: the bound cut it"
+    );
+    assert_eq!(hub.connection_count(), 0);
+    drop(stalled);
+}
+
 // 3. A cookie-authenticated host connects both kinds through the identify hook.
 
 /// The host's session table: cookie value → player.

@@ -45,7 +45,7 @@ mod rooms;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -123,6 +123,9 @@ struct Inner {
     guards_gone: Notify,
     shutting_down: AtomicBool,
     keeper_started: AtomicBool,
+    /// Set (and waiters woken) once a [`Hub::shutdown_on`] future finished draining.
+    drained: AtomicBool,
+    drained_notify: Notify,
     /// Wakes the credential-deadline keeper: a new earliest deadline, or the hub is gone.
     deadline_changed: Arc<Notify>,
 }
@@ -176,6 +179,8 @@ impl Hub {
                 guards_gone: Notify::new(),
                 shutting_down: AtomicBool::new(false),
                 keeper_started: AtomicBool::new(false),
+                drained: AtomicBool::new(false),
+                drained_notify: Notify::new(),
                 deadline_changed: Arc::new(Notify::new()),
             }),
         }
@@ -243,17 +248,19 @@ impl Hub {
     /// The shutdown signal for a server that is not [`serve`](crate::serve()), such as
     /// `axum::serve`: waits for `signal`, then shuts the hub down (every WebSocket gets its
     /// `1001 server_shutdown` close frame, every SSE stream its `disconnect` event), waits
-    /// until the connections have closed (at most [`SHUTDOWN_GRACE`]) and resolves, so
-    /// that the server's own graceful shutdown begins with the realtime connections already
-    /// gone (SSE streams would otherwise hold it open forever).
+    /// until the connections have left the hub (at most [`SHUTDOWN_GRACE`]) and resolves,
+    /// so that the server's own graceful shutdown begins with the realtime connections
+    /// already gone (SSE streams would otherwise hold it open forever).
+    ///
+    /// The server's graceful shutdown still waits for every HTTP connection to finish
+    /// writing, and one whose client stopped reading never does: bound it with
+    /// [`bounded_shutdown`](Self::bounded_shutdown).
     ///
     /// ```no_run
     /// # async fn run(listener: tokio::net::TcpListener, app: axum::Router, hub: dualcast::Hub) {
     /// let ctrl_c = async { let _ = tokio::signal::ctrl_c().await; };
-    /// axum::serve(listener, app)
-    ///     .with_graceful_shutdown(hub.shutdown_on(ctrl_c))
-    ///     .await
-    ///     .unwrap();
+    /// let server = axum::serve(listener, app).with_graceful_shutdown(hub.shutdown_on(ctrl_c));
+    /// hub.bounded_shutdown(server, dualcast::SHUTDOWN_GRACE).await;
     /// # }
     /// ```
     pub fn shutdown_on(
@@ -271,6 +278,41 @@ impl Hub {
                     open = hub.connection_count(),
                     "shutdown grace period over: connections still open"
                 );
+            }
+            hub.inner.drained.store(true, Ordering::Release);
+            hub.inner.drained_notify.notify_waiters();
+        }
+    }
+
+    /// Runs `server` to its end, but no longer than `grace` once a
+    /// [`shutdown_on`](Self::shutdown_on) future of this hub has resolved: a client that
+    /// stopped reading cannot hold the server's own graceful shutdown open forever. Returns
+    /// the server's output, or `None` when the grace ran out and the server future was
+    /// dropped; return from `main` then, and the connections it still held end with the
+    /// runtime.
+    pub async fn bounded_shutdown<F: IntoFuture>(
+        &self,
+        server: F,
+        grace: Duration,
+    ) -> Option<F::Output> {
+        let drained_then_grace = async {
+            loop {
+                let drained = self.inner.drained_notify.notified();
+                if self.inner.drained.load(Ordering::Acquire) {
+                    break;
+                }
+                drained.await;
+            }
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            output = server.into_future() => Some(output),
+            () = drained_then_grace => {
+                tracing::warn!(
+                    grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+                    "the server's graceful shutdown outlasted its grace: dropping what is left"
+                );
+                None
             }
         }
     }
