@@ -234,8 +234,6 @@ pub(crate) struct Connection {
     pub(crate) player_id: Arc<str>,
     pub(crate) kind: ConnectionKind,
     pub(crate) session_id: Option<Arc<str>>,
-    /// When the credential that opened it expires; the hub ends it then.
-    pub(crate) credential_deadline: Option<tokio::time::Instant>,
     pub(crate) established_at: SystemTime,
     last_seen_ms: AtomicU64,
     health: AtomicU8,
@@ -250,7 +248,6 @@ impl Connection {
         player_id: Arc<str>,
         kind: ConnectionKind,
         session_id: Option<Arc<str>>,
-        credential_deadline: Option<tokio::time::Instant>,
         outbox: mpsc::Sender<Frame>,
     ) -> Self {
         let now = SystemTime::now();
@@ -259,7 +256,6 @@ impl Connection {
             player_id,
             kind,
             session_id,
-            credential_deadline,
             established_at: now,
             last_seen_ms: AtomicU64::new(unix_millis(now)),
             health: AtomicU8::new(Health::Healthy as u8),
@@ -357,14 +353,8 @@ mod tests {
     #[test]
     fn the_first_end_reason_wins() {
         let (tx, _rx) = mpsc::channel(1);
-        let connection = Connection::new(
-            ConnectionId(1),
-            "p".into(),
-            ConnectionKind::Sse,
-            None,
-            None,
-            tx,
-        );
+        let connection =
+            Connection::new(ConnectionId(1), "p".into(), ConnectionKind::Sse, None, tx);
         assert!(connection.end(DisconnectReason::SlowConsumer));
         assert!(!connection.end(DisconnectReason::ServerShutdown));
         assert_eq!(

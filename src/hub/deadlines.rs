@@ -1,8 +1,9 @@
 //! Credential deadlines: one task per hub ends each connection whose credential expired.
 //!
 //! A connection registered with a deadline gets one entry in an ordered map under the
-//! registry lock (removed when the connection leaves, so the map holds live connections
-//! only); the keeper task sleeps until the earliest entry and ends what is due with
+//! registry lock (removed when its guard is dropped, so the map holds live connections
+//! only; the deadline is kept in the guard, not in the connection record that every
+//! delivery reads, which stays small); the keeper task sleeps until the earliest entry and ends what is due with
 //! `auth_expired`, by the same path as every other ending the hub decides. No timer lives
 //! in the transports.
 
@@ -24,12 +25,9 @@ pub(super) struct Deadlines {
 }
 
 impl Deadlines {
-    /// Adds `connection`, due at its credential deadline; `true` when it is now the earliest
-    /// (the keeper must wake to sleep less).
-    pub(super) fn insert(&mut self, connection: &Arc<Connection>) -> bool {
-        let Some(deadline) = connection.credential_deadline else {
-            return false;
-        };
+    /// Adds `connection`, due at `deadline`; `true` when it is now the earliest (the keeper
+    /// must wake to sleep less).
+    pub(super) fn insert(&mut self, deadline: Instant, connection: &Arc<Connection>) -> bool {
         self.by_deadline
             .insert((deadline, connection.id), connection.clone());
         self.by_deadline
@@ -38,11 +36,9 @@ impl Deadlines {
             .is_some_and(|(first, id)| *first == deadline && *id == connection.id)
     }
 
-    /// Forgets `connection`'s deadline, if it has one.
-    pub(super) fn remove(&mut self, connection: &Connection) {
-        if let Some(deadline) = connection.credential_deadline {
-            self.by_deadline.remove(&(deadline, connection.id));
-        }
+    /// Forgets the deadline of `connection`, due at `deadline`.
+    pub(super) fn remove(&mut self, deadline: Instant, connection: ConnectionId) {
+        self.by_deadline.remove(&(deadline, connection));
     }
 
     /// The earliest deadline.
@@ -84,7 +80,11 @@ impl Hub {
             // Moved into the future as it is made, so that it is dropped with it even if
             // the task never ran (its runtime shut down first).
             let running = Running(hub.clone());
-            runtime.spawn(keep_deadlines(hub, self.inner.deadline_changed.clone(), running));
+            runtime.spawn(keep_deadlines(
+                hub,
+                self.inner.deadline_changed.clone(),
+                running,
+            ));
         }
         Ok(())
     }

@@ -179,7 +179,7 @@ impl Hub {
                 reason = reason.code(),
                 "connection failed during delivery; removed"
             );
-            self.remove(&connection, reason);
+            self.remove(&connection, reason, None);
         }
     }
 }

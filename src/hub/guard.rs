@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use dualcast_layers::OwnedLeases;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::Hub;
 use crate::connection::{
@@ -24,6 +25,9 @@ use crate::message::Frame;
 pub struct ConnectionGuard {
     hub: Hub,
     connection: Arc<Connection>,
+    /// When the hub ends it with `auth_expired`; kept here rather than in the connection
+    /// record, which every delivery reads.
+    credential_deadline: Option<Instant>,
     /// Dropped after the connection has left the hub (fields drop after `Drop::drop`).
     _leases: OwnedLeases,
 }
@@ -46,10 +50,16 @@ impl EndWatch {
 }
 
 impl ConnectionGuard {
-    pub(super) fn new(hub: Hub, connection: Arc<Connection>, leases: OwnedLeases) -> Self {
+    pub(super) fn new(
+        hub: Hub,
+        connection: Arc<Connection>,
+        credential_deadline: Option<Instant>,
+        leases: OwnedLeases,
+    ) -> Self {
         Self {
             hub,
             connection,
+            credential_deadline,
             _leases: leases,
         }
     }
@@ -122,7 +132,8 @@ impl Drop for ConnectionGuard {
             .connection
             .end_reason()
             .unwrap_or(DisconnectReason::ClientClosed);
-        self.hub.remove(&self.connection, reason);
+        self.hub
+            .remove(&self.connection, reason, self.credential_deadline);
         let lived = self.connection.established_at.elapsed().unwrap_or_default();
         tracing::info!(
             connection_id = %self.connection.id,

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::deadlines::Deadlines;
 use super::events::{HubEvent, Presence};
 use super::guard::{ConnectionGuard, Outbox};
-use super::Hub;
+use super::{shared_key, Hub};
 use crate::connection::{Connection, ConnectionId, ConnectionKind, DisconnectReason};
 
 /// Everything the hub is told about a connection when it opens; see [`Hub::register`].
@@ -145,24 +145,25 @@ impl Hub {
             if self.inner.shutting_down.load(Ordering::Acquire) {
                 return Err(RegisterError::ShuttingDown);
             }
-            let player_id = match registry.players.get_key_value(&*player) {
-                Some((stored, _)) => stored.clone(),
-                None => player,
-            };
+            // A key of the registry's own, even for a new player, rather than the
+            // registration's string, which was allocated among a request's short-lived data:
+            // fan-out reads every member's key.
+            let player_id = shared_key(&registry.players, &player);
             let connection = Arc::new(Connection::new(
                 id,
                 player_id.clone(),
                 kind,
                 session,
-                credential_deadline,
                 sender,
             ));
             let entry = registry.players.entry(player_id.clone()).or_default();
             entry.connections.push(connection.clone());
             let came_online = entry.connections.len() == 1;
             registry.connections += 1;
-            if registry.deadlines.insert(&connection) {
-                self.inner.deadline_changed.notify_one();
+            if let Some(deadline) = credential_deadline {
+                if registry.deadlines.insert(deadline, &connection) {
+                    self.inner.deadline_changed.notify_one();
+                }
             }
             self.inner.guards.fetch_add(1, Ordering::AcqRel);
             self.emit(HubEvent::Connected {
@@ -186,7 +187,12 @@ impl Hub {
             "connection opened"
         );
         Ok((
-            ConnectionGuard::new(self.clone(), connection.clone(), leases),
+            ConnectionGuard::new(
+                self.clone(),
+                connection.clone(),
+                credential_deadline,
+                leases,
+            ),
             Outbox::new(receiver, connection),
         ))
     }
@@ -231,10 +237,19 @@ impl Hub {
         ended
     }
 
-    /// Takes `connection` out of the registry if it is still there; idempotent.
-    pub(super) fn remove(&self, connection: &Arc<Connection>, reason: DisconnectReason) {
+    /// Takes `connection` out of the registry if it is still there, and its credential
+    /// deadline if given (its guard gives it); idempotent.
+    pub(super) fn remove(
+        &self,
+        connection: &Arc<Connection>,
+        reason: DisconnectReason,
+        deadline: Option<Instant>,
+    ) {
         let mut registry = self.write();
         let registry = &mut *registry;
+        if let Some(deadline) = deadline {
+            registry.deadlines.remove(deadline, connection.id);
+        }
         let Some(player) = registry.players.get_mut(&*connection.player_id) else {
             return;
         };
@@ -248,7 +263,6 @@ impl Hub {
             registry.players.remove(&*connection.player_id);
         }
         registry.connections -= 1;
-        registry.deadlines.remove(connection);
         // Under the lock, like `register`'s events.
         self.emit(HubEvent::Disconnected {
             connection_id: connection.id,

@@ -295,13 +295,17 @@ async fn ended(guard: &ConnectionGuard) -> DisconnectReason {
 }
 
 /// Memory per connection is a design constraint: the guard each WebSocket task and SSE
-/// body holds is three words (the hub, the connection, the leases).
+/// body holds is the hub, the connection, the leases (one word each) and the credential
+/// deadline; and the connection record every delivery reads stays within 104 bytes, as it
+/// was before deadlines and leases existed (every delivery reads it, so its size is cache
+/// misses at fan-out).
 #[test]
-fn a_connection_guard_is_three_words() {
+fn a_connection_guard_and_record_stay_small() {
     assert_eq!(
         std::mem::size_of::<ConnectionGuard>(),
-        3 * std::mem::size_of::<usize>()
+        3 * std::mem::size_of::<usize>() + std::mem::size_of::<Option<tokio::time::Instant>>()
     );
+    assert!(std::mem::size_of::<crate::connection::Connection>() <= 104);
 }
 
 #[test]
