@@ -13,7 +13,7 @@
 //! under the configured [prefix](DualcastBuilder::prefix) and passes every other request to
 //! the host's service untouched, so the host keeps its own routes, its own 404 and its own
 //! auth. A matched request gets what its path names in the extensions (a
-//! [`RequestedPlayer`](crate::RequestedPlayer), an [`ApiTarget`](crate::ApiTarget)), then
+//! [`RequestedPlayer`], an [`ApiTarget`](crate::ApiTarget)), then
 //! goes through the auth layer given to the builder, built once, polled for readiness,
 //! and on to the handler. Errors use the SPEC's JSON body.
 //!
