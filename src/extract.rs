@@ -130,17 +130,10 @@ pub(crate) fn register<B>(
         }
     }
     let mut registration = Registration::new(identity.player_id_arc().clone(), kind);
-    match query_param(request.uri(), "session_id") {
-        Some(session_id) => {
-            validate_session_id(&session_id)?;
-            registration = registration.session(&*session_id);
-        }
-        None => {
-            if let Some(session_id) = identity.session_id() {
-                validate_session_id(session_id)?;
-                registration = registration.session(session_id);
-            }
-        }
+    let query = query_param(request.uri(), "session_id");
+    if let Some(session_id) = query.as_deref().or(identity.session_id()) {
+        validate_session_id(session_id)?;
+        registration = registration.session(session_id);
     }
     if let Some(deadline) = identity.expires_at().and_then(instant_of) {
         registration = registration.credential_deadline(deadline);

@@ -104,7 +104,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let hub = endpoints.hub().clone();
-    let table = Arc::new(endpoints.table().clone());
+    let table = Arc::clone(endpoints.table());
     let health_path: Arc<str> = table.health_path().into();
     let (stop, stopped) = watch::channel(false);
     let mut builder = http1::Builder::new();

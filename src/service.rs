@@ -76,7 +76,7 @@ impl Endpoints {
         &self.hub
     }
 
-    pub(crate) fn table(&self) -> &RouteTable {
+    pub(crate) fn table(&self) -> &Arc<RouteTable> {
         &self.table
     }
 }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::deadlines::Deadlines;
 use super::events::{HubEvent, Presence};
 use super::guard::{ConnectionGuard, Outbox};
-use super::{shared_key, Hub};
+use super::Hub;
 use crate::connection::{Connection, ConnectionId, ConnectionKind, DisconnectReason};
 
 /// Everything the hub is told about a connection when it opens; see [`Hub::register`].
@@ -145,10 +145,11 @@ impl Hub {
             if self.inner.shutting_down.load(Ordering::Acquire) {
                 return Err(RegisterError::ShuttingDown);
             }
-            // A key of the registry's own, even for a new player, rather than the
-            // registration's string, which was allocated among a request's short-lived data:
-            // fan-out reads every member's key.
-            let player_id = shared_key(&registry.players, &player);
+            // One string per player: the one stored, else the registration's own.
+            let player_id = match registry.players.get_key_value(&*player) {
+                Some((stored, _)) => stored.clone(),
+                None => player,
+            };
             let connection = Arc::new(Connection::new(
                 id,
                 player_id.clone(),
