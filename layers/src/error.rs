@@ -143,6 +143,17 @@ impl ErrorResponse {
     }
 }
 
+/// Why an admission layer (session, track) refused a connection request: put in the
+/// refusal's response extensions so that an outer layer (metrics) counts refusals by cause.
+///
+/// The cause is a stable lowercase code, e.g. `"stale_session"`, `"player_limit"`,
+/// `"address_rate"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AdmissionRefused {
+    /// The stable cause code.
+    pub cause: &'static str,
+}
+
 /// Formats a time as RFC 3339 in UTC with second precision, e.g. `2026-01-06T19:55:00Z`.
 #[must_use]
 pub fn rfc3339(time: SystemTime) -> String {

@@ -84,7 +84,9 @@
 pub mod auth;
 pub mod error;
 pub mod jwt;
+pub mod metrics;
 pub mod query;
+pub mod session;
 pub mod track;
 
 pub use auth::{

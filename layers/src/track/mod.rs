@@ -43,11 +43,13 @@ use std::task::{Context, Poll};
 use http::Request;
 use tower::{Layer, Service};
 
+mod admit;
 mod leases;
 
 #[cfg(test)]
 mod tests;
 
+pub use self::admit::{Admit, PlayerAtLimit};
 pub use self::leases::{Leases, OwnedLeases};
 
 /// Observes the connections a [`TrackLayer`] counts. Clones observe the same count.
