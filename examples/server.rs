@@ -15,6 +15,12 @@
 //! | `DUALCAST_MAX_PUBLISH_BYTES` | `1048576` | largest publish body |
 //! | `DUALCAST_WS_READ_BUFFER` | `2048` | bytes of read buffer per WebSocket |
 //! | `DUALCAST_MAX_CONNECTIONS` | descriptor limit minus a reserve | open connections before new ones get `503` |
+//! | `DUALCAST_MAX_CONNECTIONS_PER_PLAYER` | `4` | live connections per player before the next gets `429` (`0`: no limit) |
+//! | `DUALCAST_CONNECT_RATE_PER_PLAYER` | `10` | connection attempts a second per player, burst twice that (`0`: off) |
+//! | `DUALCAST_CONNECT_RATE_PER_ADDR` | `50` | connection attempts a second per client address, burst twice that (`0`: off) |
+//! | `DUALCAST_TRUSTED_PROXIES` | none | comma-separated proxy addresses or CIDRs whose `X-Forwarded-For` names the client |
+//! | `DUALCAST_STRICT_SESSIONS` | `false` | refuse sessions not begun through `POST /api/connections/{id}/session` |
+//! | `DUALCAST_METRICS_PUBLIC` | `false` | serve `GET /metrics` without a `service`/`admin` token |
 //! | `RUST_LOG` | `info` | log filter (`tracing-subscriber` syntax) |
 
 use std::env;
@@ -24,8 +30,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use dualcast::dualcast_layers::jwt::{issue_hs256, Claims};
+use dualcast::dualcast_layers::track::TrustedProxy;
 use dualcast::{
-    AuthLayer, Dualcast, Hub, JwtAuthenticator, Role, ServeSettings, SseSettings, WebSocketSettings,
+    AuthLayer, Dualcast, Hub, JwtAuthenticator, Role, ServeSettings, SseSettings, TrackLayer,
+    WebSocketSettings,
 };
 use tower::Layer;
 use tower_http::trace::TraceLayer;
@@ -64,6 +72,24 @@ async fn run() -> Result<(), String> {
         serve_settings.get_max_connections(),
     )?;
     serve_settings = serve_settings.max_connections(max_connections);
+    let per_player: usize = setting("DUALCAST_MAX_CONNECTIONS_PER_PLAYER", 4)?;
+    let rate_per_player: u32 = setting("DUALCAST_CONNECT_RATE_PER_PLAYER", 10)?;
+    let rate_per_addr: u32 = setting("DUALCAST_CONNECT_RATE_PER_ADDR", 50)?;
+    let strict_sessions: bool = setting("DUALCAST_STRICT_SESSIONS", false)?;
+    let metrics_public: bool = setting("DUALCAST_METRICS_PUBLIC", false)?;
+    let trusted_proxies = match env::var("DUALCAST_TRUSTED_PROXIES") {
+        Ok(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                entry.parse::<TrustedProxy>().map_err(|_| {
+                    format!("DUALCAST_TRUSTED_PROXIES: {entry:?} is not an address or CIDR")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Err(_) => Vec::new(),
+    };
 
     let (secret, generated) = match env::var("DUALCAST_JWT_SECRET") {
         Ok(secret) if secret.len() >= 32 => (secret.into_bytes(), false),
@@ -71,10 +97,21 @@ async fn run() -> Result<(), String> {
         Err(_) => (random_secret()?.into_bytes(), true),
     };
 
-    let hub = Hub::builder().outbox_capacity(outbox_capacity).build();
+    let hub = Hub::builder()
+        .outbox_capacity(outbox_capacity)
+        .strict_sessions(strict_sessions)
+        .build();
     let auth = AuthLayer::new(JwtAuthenticator::hs256(&secret));
+    let track = TrackLayer::pair()
+        .0
+        .max_connections_per_player(per_player)
+        .connect_rate_per_player(rate_per_player)
+        .connect_rate_per_address(rate_per_addr)
+        .trusted_proxies(trusted_proxies);
     let (app, hub) = Dualcast::builder(auth)
         .hub(hub)
+        .track(track)
+        .metrics_public(metrics_public)
         .sse(SseSettings::new().keep_alive(Duration::from_secs(keep_alive_secs)))
         .max_publish_body(max_publish_bytes)
         .websocket(WebSocketSettings::new().read_buffer_size(ws_read_buffer))
@@ -92,6 +129,10 @@ async fn run() -> Result<(), String> {
         addr = %local,
         epoch = hub.epoch(),
         max_connections,
+        per_player,
+        rate_per_player,
+        rate_per_addr,
+        strict_sessions,
         "dualcast example server listening"
     );
     if generated {

@@ -55,6 +55,15 @@ impl ConnectionKind {
             Self::Sse => "sse",
         }
     }
+
+    /// The metrics label of this kind.
+    #[must_use]
+    pub const fn transport(self) -> dualcast_layers::metrics::Transport {
+        match self {
+            Self::WebSocket => dualcast_layers::metrics::Transport::WebSocket,
+            Self::Sse => dualcast_layers::metrics::Transport::Sse,
+        }
+    }
 }
 
 /// How well a connection keeps up (SPEC §5).

@@ -758,7 +758,11 @@ mod tests {
     async fn served(segments: &[&[u8]]) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let endpoints = crate::Endpoints::new(crate::Hub::new(), RouteTable::default());
+        let endpoints = crate::Endpoints::new(
+            crate::Hub::new(),
+            RouteTable::default(),
+            std::sync::Arc::default(),
+        );
         let server = tokio::spawn(crate::serve_with_settings(
             listener,
             endpoints,

@@ -18,7 +18,9 @@ use crate::body::ResponseBody;
 use crate::connection::ConnectionKind;
 use crate::error::{ApiError, ErrorType};
 use crate::hub::{ConnectionGuard, Hub, Outbox, RegisterError, Registration};
+use dualcast_layers::metrics::RequestStart;
 use dualcast_layers::query::query_param;
+use dualcast_layers::session::{Session, SessionRefused};
 
 /// The player a route names, e.g. `alice` in `/sse/alice`: a connection request carrying it
 /// must be authenticated as that player (`403 PLAYER_MISMATCH` otherwise).
@@ -36,6 +38,10 @@ pub enum ApiTarget {
     Room(Arc<str>),
     /// `POST`: publish to every player.
     Everyone,
+    /// `POST` begins a new session of the player, `GET` reads its session.
+    Session(Arc<str>),
+    /// `POST`: logs the player out.
+    Logout(Arc<str>),
     /// `PUT` adds `player` to `room`, `DELETE` removes it.
     Membership {
         /// The room.
@@ -130,10 +136,23 @@ pub(crate) fn register<B>(
         }
     }
     let mut registration = Registration::new(identity.player_id_arc().clone(), kind);
-    let query = query_param(request.uri(), "session_id");
-    if let Some(session_id) = query.as_deref().or(identity.session_id()) {
-        validate_session_id(session_id)?;
-        registration = registration.session(session_id);
+    match request.extensions().get::<Session>() {
+        // Resolved by the session layer: the hub re-checks it under its lock.
+        Some(session) => {
+            if session.named() {
+                registration = registration.session(session.id_arc().clone());
+            }
+        }
+        None => {
+            let query = query_param(request.uri(), "session_id");
+            if let Some(session_id) = query.as_deref().or(identity.session_id()) {
+                validate_session_id(session_id)?;
+                registration = registration.session(session_id);
+            }
+        }
+    }
+    if let Some(RequestStart(at)) = request.extensions().get::<RequestStart>() {
+        registration = registration.requested_at(*at);
     }
     if let Some(deadline) = identity.expires_at().and_then(instant_of) {
         registration = registration.credential_deadline(deadline);
@@ -146,8 +165,19 @@ pub(crate) fn register<B>(
             "SHUTTING_DOWN",
             error.to_string(),
         ),
+        RegisterError::Session(refused) => session_refused(refused),
         _ => ApiError::system(error.to_string()),
     })
+}
+
+/// `409 session_error` for a session the rules refuse.
+pub(crate) fn session_refused(refused: SessionRefused) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorType::SessionError,
+        refused.code(),
+        RegisterError::Session(refused).to_string(),
+    )
 }
 
 /// The tokio instant of a wall-clock time (now, if it has passed; `None` if it is too far

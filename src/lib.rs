@@ -56,23 +56,29 @@ pub use connection::{
 pub use error::ApiError;
 pub use extract::{ApiTarget, RequestedPlayer};
 pub use hub::{
-    ConnectionGuard, DeliveryReport, Hub, HubEvent, HubSettings, Outbox, Presence, RegisterError,
-    Registration, SHUTDOWN_GRACE,
+    ConnectionGuard, DeliveryReport, Hub, HubAdmission, HubEvent, HubSettings, Outbox, Presence,
+    RegisterError, Registration, SessionBegun, SessionInfo, SHUTDOWN_GRACE,
 };
 pub use limits::ServeSettings;
 pub use message::{Frame, Message};
 pub use serve::{serve, serve_with_settings};
-pub use service::{Dualcast, DualcastBuilder, DualcastLayer, Endpoints, Handlers, NotFound};
+pub use service::{
+    Admitted, Dualcast, DualcastBuilder, DualcastLayer, Endpoints, Handlers, NotFound,
+};
 pub use sse::{SseHandler, SseSettings};
 pub use ws::{WebSocketHandler, WebSocketSettings};
 
 pub use dualcast_layers;
 pub use dualcast_layers::jwt;
+pub use dualcast_layers::metrics::{Metrics, MetricsLayer, Observer};
+pub use dualcast_layers::session::{ResolveSession, Session, SessionLayer, SessionRefused};
 pub use dualcast_layers::{
     Auth, AuthError, AuthErrorKind, AuthLayer, Authenticate, ConnectionTracker, CredentialSource,
     Identify, Identity, JwtAuthenticator, Leases, NoHook, NoTokens, OwnedLeases, Role, Track,
     TrackLayer,
 };
+/// The metrics library whose `Registry` `GET /metrics` serves.
+pub use prometheus_client;
 
 /// The property tests' settings: `cases` cases, and no regression files written into the
 /// source tree.

@@ -12,6 +12,9 @@
 //! | `POST {prefix}/api/rooms/{room}/messages` | [`PublishApi`](crate::PublishApi) |
 //! | `POST {prefix}/api/broadcast` | [`PublishApi`](crate::PublishApi) |
 //! | `PUT`, `DELETE {prefix}/api/rooms/{room}/members/{player_id}` | [`PublishApi`](crate::PublishApi) |
+//! | `POST`, `GET {prefix}/api/connections/{player_id}/session` | [`PublishApi`](crate::PublishApi): begin or read the player's session |
+//! | `POST {prefix}/api/connections/{player_id}/logout` | [`PublishApi`](crate::PublishApi): end every connection of the player |
+//! | `GET {prefix}/metrics` | Prometheus text; a `service` or `admin` token unless public |
 //! | `GET {prefix}/healthz` | liveness, no token |
 //!
 //! A path that is none of these is not dualcast's: a layer passes it to the host's service.
@@ -43,6 +46,29 @@ pub(crate) enum Route {
     Api(ApiTarget),
     /// `/healthz`.
     Health,
+    /// `/metrics`.
+    Metrics,
+}
+
+impl Route {
+    /// The route's template, the `route` label of its HTTP metrics (never the raw path,
+    /// which would make a series per player).
+    pub(crate) fn template(&self) -> &'static str {
+        match self {
+            Self::WebSocket => "/api/ws",
+            Self::WebSocketOf(_) => "/api/ws/{player_id}",
+            Self::Sse => "/api/sse",
+            Self::SseOf(_) => "/sse/{player_id}",
+            Self::Api(ApiTarget::Player(_)) => "/api/players/{player_id}/messages",
+            Self::Api(ApiTarget::Room(_)) => "/api/rooms/{room}/messages",
+            Self::Api(ApiTarget::Everyone) => "/api/broadcast",
+            Self::Api(ApiTarget::Membership { .. }) => "/api/rooms/{room}/members/{player_id}",
+            Self::Api(ApiTarget::Session(_)) => "/api/connections/{player_id}/session",
+            Self::Api(ApiTarget::Logout(_)) => "/api/connections/{player_id}/logout",
+            Self::Health => "/healthz",
+            Self::Metrics => "/metrics",
+        }
+    }
 }
 
 /// Where dualcast's routes are and which of them are on.
@@ -53,16 +79,14 @@ pub(crate) struct RouteTable {
     publish: bool,
     membership: bool,
     health: bool,
+    pub(crate) sessions: bool,
+    pub(crate) metrics: bool,
+    pub(crate) metrics_public: bool,
 }
 
 impl Default for RouteTable {
     fn default() -> Self {
-        Self {
-            prefix: "".into(),
-            publish: true,
-            membership: true,
-            health: true,
-        }
+        Self::new("", true, true, true)
     }
 }
 
@@ -81,6 +105,9 @@ impl RouteTable {
             publish,
             membership,
             health,
+            sessions: true,
+            metrics: true,
+            metrics_public: false,
         }
     }
 
@@ -114,6 +141,13 @@ impl RouteTable {
         };
         let route = match &next[..count] {
             ["healthz"] if self.health => Ok(Route::Health),
+            ["metrics"] if self.metrics => Ok(Route::Metrics),
+            ["api", "connections", player, "session"] if self.sessions && !player.is_empty() => {
+                name(player).map(|player| Route::Api(ApiTarget::Session(player)))
+            }
+            ["api", "connections", player, "logout"] if self.sessions && !player.is_empty() => {
+                name(player).map(|player| Route::Api(ApiTarget::Logout(player)))
+            }
             ["api", "ws"] => Ok(Route::WebSocket),
             ["api", "ws", player] if !player.is_empty() => name(player).map(Route::WebSocketOf),
             ["api", "sse"] => Ok(Route::Sse),

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use dualcast_layers::track::ClientAddress;
 use http::{Request, Response};
 use http_body_util::Empty;
 use hyper::body::Incoming;
@@ -183,7 +184,7 @@ where
                         first = direct_sse::first_request(stream.get_ref(), HEADER_TIMEOUT, &table) => first,
                         _ = stopped.changed() => return,
                     };
-                    let (request, unread) = match first {
+                    let (mut request, unread) = match first {
                         FirstRequest::Sse(request, unread) => (request, unread),
                         FirstRequest::Nothing => return,
                         // The plain stream, which an upgrade can take back from hyper.
@@ -204,6 +205,7 @@ where
                             return;
                         }
                     };
+                    request.extensions_mut().insert(ClientAddress(peer));
                     direct_sse::serve_sse(stream, request, unread, service).await;
                 });
             }
@@ -315,7 +317,8 @@ async fn serve_with_hyper<I, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ClientAddress(peer));
         ServiceExt::<Request<Incoming>>::oneshot(service.clone(), request)
     });
     let connection = builder

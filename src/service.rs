@@ -45,11 +45,17 @@ use tower::{Layer, Service};
 use crate::api::{json_response, PublishApi, PublishFuture};
 use crate::body::{LayerBody, ResponseBody};
 use crate::error::{ApiError, ErrorType};
-use crate::extract::{allow, answer, RequestedPlayer};
+use crate::extract::{allow, answer, require_privileged, RequestedPlayer};
 use crate::hub::Hub;
 use crate::routes::{Route, RouteTable};
 use crate::sse::{SseHandler, SseSettings};
 use crate::ws::{WebSocketHandler, WebSocketSettings};
+use dualcast_layers::metrics::{
+    encode_text, Metrics, MetricsLayer, RecordMetrics, RouteTemplate, TEXT_CONTENT_TYPE,
+};
+use dualcast_layers::session::{ResolveSessions, SessionLayer};
+use dualcast_layers::track::{Track, TrackLayer};
+use prometheus_client::registry::Registry;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -60,14 +66,25 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Endpoints {
     hub: Hub,
     table: Arc<RouteTable>,
+    registry: Arc<Registry>,
 }
 
 impl Endpoints {
-    pub(crate) fn new(hub: Hub, table: RouteTable) -> Self {
+    pub(crate) fn new(hub: Hub, table: RouteTable, registry: Arc<Registry>) -> Self {
         Self {
             hub,
             table: Arc::new(table),
+            registry,
         }
+    }
+
+    /// `GET /metrics` when it needs no token.
+    fn public_metrics<B>(&self, request: &Request<B>) -> Response<ResponseBody> {
+        let endpoint = MetricsEndpoint {
+            registry: self.registry.clone(),
+            public: true,
+        };
+        endpoint.answer(request)
     }
 
     /// The hub.
@@ -88,39 +105,110 @@ enum Matched {
     DeprecatedWebSocket,
     Sse,
     Api,
+    Metrics,
 }
+
+/// A connection handler behind the admission layers: session resolution, then admission
+/// (rate limits and the per-player connection limit), both answered by the [`Hub`].
+pub type Admitted<H> = ResolveSessions<Track<H, Hub>, Hub>;
 
 /// dualcast's handlers behind one service: a request the router matched goes to the
 /// handler its route names. The innermost service of the stack the builder composes; the
-/// auth layer given to [`Dualcast::builder`] wraps it.
+/// auth layer given to [`Dualcast::builder`] wraps it. The connection handlers sit behind
+/// the session and admission layers ([`Admitted`]); the API and `/metrics` do not.
 #[derive(Debug, Clone)]
 pub struct Handlers {
-    websocket: WebSocketHandler,
-    sse: SseHandler,
+    websocket: Admitted<WebSocketHandler>,
+    sse: Admitted<SseHandler>,
     api: PublishApi,
+    metrics: MetricsEndpoint,
     /// The successor of the deprecated WebSocket path, for its `Link` header.
     successor: HeaderValue,
 }
+
+/// `GET /metrics`: the registry in Prometheus text.
+#[derive(Clone)]
+struct MetricsEndpoint {
+    registry: Arc<Registry>,
+    public: bool,
+}
+
+impl fmt::Debug for MetricsEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsEndpoint")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetricsEndpoint {
+    fn answer<B>(&self, request: &Request<B>) -> Response<ResponseBody> {
+        let result = allow(request.method(), &[Method::GET])
+            .and_then(|()| {
+                if !self.public {
+                    require_privileged(request)?;
+                }
+                encode_text(&self.registry)
+                    .map_err(|_| ApiError::system("could not encode the metrics"))
+            })
+            .map(|text| {
+                let mut response = Response::new(ResponseBody::from(Bytes::from(text)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(TEXT_CONTENT_TYPE),
+                );
+                response
+            });
+        answer(request.method(), request.uri().path(), result)
+    }
+}
+
+type AdmittedFuture<H, B> = <Admitted<H> as Service<Request<B>>>::Future;
 
 /// The response future of [`Handlers`].
 // A ready answer is carried inline (as tower-http's futures do): boxing it would cost an
 // allocation per request to save stack bytes.
 #[allow(clippy::large_enum_variant)]
 #[pin_project(project = HandlersFutureProj)]
-pub enum HandlersFuture {
-    /// An answer made at once (WebSocket, SSE, a refusal).
+pub enum HandlersFuture<B>
+where
+    Admitted<WebSocketHandler>: Service<Request<B>>,
+    Admitted<SseHandler>: Service<Request<B>>,
+{
+    /// An answer made at once (a refusal, `/metrics`).
     Ready(Option<Response<ResponseBody>>),
+    /// A WebSocket upgrade, through the admission layers; `deprecated` holds the `Link`
+    /// of the successor path when the request came by the deprecated path.
+    WebSocket {
+        /// The handler's future.
+        #[pin]
+        future: AdmittedFuture<WebSocketHandler, B>,
+        /// The successor's `Link`, for the deprecated path.
+        deprecated: Option<HeaderValue>,
+    },
+    /// An SSE stream, through the admission layers.
+    Sse(#[pin] AdmittedFuture<SseHandler, B>),
     /// The publishing API, reading a body.
     Api(#[pin] PublishFuture),
 }
 
-impl fmt::Debug for HandlersFuture {
+impl<B> fmt::Debug for HandlersFuture<B>
+where
+    Admitted<WebSocketHandler>: Service<Request<B>>,
+    Admitted<SseHandler>: Service<Request<B>>,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("HandlersFuture")
     }
 }
 
-impl Future for HandlersFuture {
+impl<B> Future for HandlersFuture<B>
+where
+    Admitted<WebSocketHandler>:
+        Service<Request<B>, Response = Response<ResponseBody>, Error = Infallible>,
+    Admitted<SseHandler>:
+        Service<Request<B>, Response = Response<ResponseBody>, Error = Infallible>,
+{
     type Output = Result<Response<ResponseBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -129,6 +217,16 @@ impl Future for HandlersFuture {
                 Some(response) => Poll::Ready(Ok(response)),
                 None => Poll::Pending,
             },
+            HandlersFutureProj::WebSocket { future, deprecated } => {
+                let Ok(mut response) = std::task::ready!(future.poll(cx));
+                if let Some(link) = deprecated.take() {
+                    let headers = response.headers_mut();
+                    headers.insert("deprecation", HeaderValue::from_static("true"));
+                    headers.insert(header::LINK, link);
+                }
+                Poll::Ready(Ok(response))
+            }
+            HandlersFutureProj::Sse(future) => future.poll(cx),
             HandlersFutureProj::Api(future) => future.poll(cx),
         }
     }
@@ -138,31 +236,40 @@ impl<B> Service<Request<B>> for Handlers
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
+    Admitted<WebSocketHandler>:
+        Service<Request<B>, Response = Response<ResponseBody>, Error = Infallible>,
+    Admitted<SseHandler>:
+        Service<Request<B>, Response = Response<ResponseBody>, Error = Infallible>,
 {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
-    type Future = HandlersFuture;
+    type Future = HandlersFuture<B>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The handlers and the admission layers in front of them are always ready; asked
+        // anyway, as the Service contract wants.
+        let websocket = self.websocket.poll_ready(cx)?;
+        let sse = self.sse.poll_ready(cx)?;
+        if websocket.is_ready() && sse.is_ready() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
     }
 
-    fn call(&mut self, request: Request<B>) -> HandlersFuture {
-        let ready = |future: Ready<Result<Response<ResponseBody>, Infallible>>| {
-            let Ok(response) = future.into_inner();
-            HandlersFuture::Ready(Some(response))
-        };
+    fn call(&mut self, request: Request<B>) -> HandlersFuture<B> {
         match request.extensions().get::<Matched>().copied() {
-            Some(Matched::WebSocket) => ready(self.websocket.call(request)),
-            Some(Matched::DeprecatedWebSocket) => {
-                let Ok(mut response) = self.websocket.call(request).into_inner();
-                let headers = response.headers_mut();
-                headers.insert("deprecation", HeaderValue::from_static("true"));
-                headers.insert(header::LINK, self.successor.clone());
-                HandlersFuture::Ready(Some(response))
-            }
-            Some(Matched::Sse) => ready(self.sse.call(request)),
+            Some(Matched::WebSocket) => HandlersFuture::WebSocket {
+                future: self.websocket.call(request),
+                deprecated: None,
+            },
+            Some(Matched::DeprecatedWebSocket) => HandlersFuture::WebSocket {
+                future: self.websocket.call(request),
+                deprecated: Some(self.successor.clone()),
+            },
+            Some(Matched::Sse) => HandlersFuture::Sse(self.sse.call(request)),
             Some(Matched::Api) => HandlersFuture::Api(self.api.call(request)),
+            Some(Matched::Metrics) => HandlersFuture::Ready(Some(self.metrics.answer(&request))),
             None => {
                 let error = ApiError::system("Handlers reached without a route");
                 let response = answer(request.method(), request.uri().path(), Err(error));
@@ -181,10 +288,15 @@ pub struct DualcastBuilder<L> {
     publish_api: bool,
     membership_api: bool,
     health_route: bool,
+    sessions_api: bool,
     websocket: WebSocketSettings,
     sse: SseSettings,
     max_publish_body: usize,
     publish_body_timeout: Duration,
+    track: TrackLayer,
+    metrics: Option<(Metrics, Arc<Registry>)>,
+    metrics_route: bool,
+    metrics_public: bool,
 }
 
 impl<L> fmt::Debug for DualcastBuilder<L> {
@@ -236,6 +348,61 @@ impl<L> DualcastBuilder<L> {
         self
     }
 
+    /// Whether the session and logout routes (`POST`/`GET
+    /// /api/connections/{id}/session`, `POST /api/connections/{id}/logout`) are served.
+    /// Default: on.
+    pub fn sessions_api(mut self, on: bool) -> Self {
+        self.sessions_api = on;
+        self
+    }
+
+    /// The admission settings of the connection routes: the per-player connection limit
+    /// and the connection-attempt rate limits, per player and per client address (see
+    /// [`TrackLayer`] for each default). Its per-player count is replaced by the hub's,
+    /// which counts live connections (not those of a replaced session that are still
+    /// closing). Default: [`TrackLayer::pair`]'s defaults (4 connections per player, 10
+    /// attempts a second per player, 50 per address).
+    pub fn track(mut self, track: TrackLayer) -> Self {
+        self.track = track;
+        self
+    }
+
+    /// The metrics the stack records (HTTP requests by route, connections, deliveries,
+    /// refusals) and the registry `GET {prefix}/metrics` serves: the host's own
+    /// [`Registry`], in which it registered `metrics` ([`Metrics::new`]) and anything of
+    /// its own. The hub reports to `metrics` too, unless it has an observer already.
+    /// Default: a registry of dualcast's metrics alone.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use dualcast::dualcast_layers::metrics::Metrics;
+    /// use dualcast::{AuthLayer, Dualcast, JwtAuthenticator};
+    ///
+    /// let mut registry = prometheus_client::registry::Registry::default();
+    /// let metrics = Metrics::new(&mut registry);
+    /// // … the host registers its own metrics in `registry` here …
+    /// let auth = AuthLayer::new(JwtAuthenticator::hs256(b"a secret of at least 32 bytes....."));
+    /// let (_layer, _hub) = Dualcast::builder(auth).metrics(metrics, Arc::new(registry)).build();
+    /// ```
+    pub fn metrics(mut self, metrics: Metrics, registry: Arc<Registry>) -> Self {
+        self.metrics = Some((metrics, registry));
+        self
+    }
+
+    /// Whether `GET {prefix}/metrics` is served. Default: on.
+    pub fn metrics_route(mut self, on: bool) -> Self {
+        self.metrics_route = on;
+        self
+    }
+
+    /// Whether `GET {prefix}/metrics` is answered without a token. Default: off (a
+    /// `service` or `admin` token is needed: the figures tell an outsider how busy the
+    /// server is).
+    pub fn metrics_public(mut self, public: bool) -> Self {
+        self.metrics_public = public;
+        self
+    }
+
     /// WebSocket settings. Default: [`WebSocketSettings::default`].
     pub fn websocket(mut self, settings: WebSocketSettings) -> Self {
         self.websocket = settings;
@@ -261,32 +428,50 @@ impl<L> DualcastBuilder<L> {
         self
     }
 
-    fn compose(self) -> (L::Service, Endpoints)
+    fn compose(self) -> (RecordMetrics<L::Service>, Endpoints)
     where
         L: Layer<Handlers>,
     {
         let hub = self.hub.unwrap_or_default();
-        let table = RouteTable::new(
+        let mut table = RouteTable::new(
             &self.prefix,
             self.publish_api,
             self.membership_api,
             self.health_route,
         );
+        table.sessions = self.sessions_api;
+        table.metrics = self.metrics_route;
+        table.metrics_public = self.metrics_public;
+        let (metrics, registry) = self.metrics.unwrap_or_else(|| {
+            let mut registry = Registry::default();
+            let metrics = Metrics::new(&mut registry);
+            (metrics, Arc::new(registry))
+        });
+        if !hub.set_observer(Arc::new(metrics.clone())) {
+            tracing::debug!("the hub has an observer already: it keeps it");
+        }
+        let track = self.track.admission(hub.clone());
+        let admitted = |handler| SessionLayer::new(hub.clone()).layer(track.layer(handler));
+        let admitted_sse = |handler| SessionLayer::new(hub.clone()).layer(track.layer(handler));
         let successor = HeaderValue::from_str(&format!(
             "<{}>; rel=\"successor-version\"",
             table.websocket_path()
         ))
         .unwrap_or_else(|_| HeaderValue::from_static("</api/ws>; rel=\"successor-version\""));
         let handlers = Handlers {
-            websocket: WebSocketHandler::new(hub.clone()).settings(self.websocket),
-            sse: SseHandler::new(hub.clone()).settings(self.sse),
+            websocket: admitted(WebSocketHandler::new(hub.clone()).settings(self.websocket)),
+            sse: admitted_sse(SseHandler::new(hub.clone()).settings(self.sse)),
             api: PublishApi::new(hub.clone())
                 .max_body(self.max_publish_body)
                 .body_timeout(self.publish_body_timeout),
+            metrics: MetricsEndpoint {
+                registry: registry.clone(),
+                public: self.metrics_public,
+            },
             successor,
         };
-        let stack = self.auth.layer(handlers);
-        (stack, Endpoints::new(hub, table))
+        let stack = MetricsLayer::new(metrics).layer(self.auth.layer(handlers));
+        (stack, Endpoints::new(hub, table, registry))
     }
 
     /// The stack as a layer around a host's service, and the hub: dualcast's routes are
@@ -313,7 +498,7 @@ impl<L> DualcastBuilder<L> {
     /// assert_eq!(response.status(), 401, "dualcast's, and it needs a token");
     /// # });
     /// ```
-    pub fn build(self) -> (DualcastLayer<L::Service>, Hub)
+    pub fn build(self) -> (DualcastLayer<RecordMetrics<L::Service>>, Hub)
     where
         L: Layer<Handlers>,
     {
@@ -323,7 +508,7 @@ impl<L> DualcastBuilder<L> {
     }
 
     /// The stack alone, answering `404` for what is not its own, and the hub.
-    pub fn build_service(self) -> (Dualcast<NotFound, L::Service>, Hub)
+    pub fn build_service(self) -> (Dualcast<NotFound, RecordMetrics<L::Service>>, Hub)
     where
         L: Layer<Handlers>,
     {
@@ -403,10 +588,15 @@ impl Dualcast<NotFound, Handlers> {
             publish_api: true,
             membership_api: true,
             health_route: true,
+            sessions_api: true,
             websocket: WebSocketSettings::default(),
             sse: SseSettings::default(),
             max_publish_body: 1024 * 1024,
             publish_body_timeout: Duration::from_secs(10),
+            track: TrackLayer::pair().0,
+            metrics: None,
+            metrics_route: true,
+            metrics_public: false,
         }
     }
 }
@@ -460,7 +650,18 @@ where
         let Some(route) = self.endpoints.table.route(request.uri().path()) else {
             return ResponseFuture::Host(self.host.call(request));
         };
+        if let Ok(route) = &route {
+            request
+                .extensions_mut()
+                .insert(RouteTemplate(route.template()));
+        }
         let matched = match route {
+            Ok(Route::Metrics) if self.endpoints.table.metrics_public => {
+                // Public: answered before the auth layer, which would want a token.
+                let response = self.endpoints.public_metrics(&request);
+                return ResponseFuture::Ready(Some(response));
+            }
+            Ok(Route::Metrics) => Matched::Metrics,
             Ok(Route::Health) => {
                 let result = allow(request.method(), &[Method::GET]).and_then(|()| {
                     json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" }))

@@ -13,9 +13,20 @@
 //!   parameter) verified with an [`Authenticate`], or by an async [`Identify`] hook (a
 //!   session cookie); it checks the `Origin` of cookie-borne requests, and puts the
 //!   [`Identity`] in the request extensions.
-//! - [`track`]: [`TrackLayer`] counts open connections in a [`ConnectionTracker`] with a
-//!   lease in the request's [`Leases`], which the handler of a long-lived connection keeps
-//!   ([`OwnedLeases`]) until the connection ends.
+//! - [`session`]: [`SessionLayer`] resolves the game session a connection request names
+//!   (the `session_id` query parameter, else the token's `sid`) with a [`ResolveSession`],
+//!   puts the [`Session`] in the request extensions, and answers a stale or unknown
+//!   session `409` and a malformed id `400`.
+//! - [`track`]: [`TrackLayer`] admits the connection attempts of identified players (a
+//!   rate per [`ClientAddress`], honouring `X-Forwarded-For` from a [`TrustedProxy`]; a
+//!   rate per player; a per-player connection limit through an [`Admit`], by default
+//!   [`LocalAdmission`]), answering `429` with `Retry-After` past them ([`TrackRefused`]),
+//!   and counts open connections in a [`ConnectionTracker`] with a lease in the request's
+//!   [`Leases`], which the handler of a long-lived connection keeps ([`OwnedLeases`]) until
+//!   the connection ends.
+//! - [`metrics`]: [`Metrics`] registers dualcast's Prometheus metrics in a host's
+//!   `Registry` and is the hub's [`Observer`]; [`MetricsLayer`] counts HTTP requests by
+//!   [`RouteTemplate`], method and status, with their latency.
 //! - [`jwt`]: [`JwtAuthenticator`], the [`Authenticate`] for JSON Web Tokens.
 //! - [`error`]: the JSON error body every dualcast response uses.
 //! - [`query`]: reading one query parameter without allocating when it needs no decoding.
@@ -95,4 +106,11 @@ pub use auth::{
 };
 pub use error::{ErrorResponse, ErrorType};
 pub use jwt::JwtAuthenticator;
-pub use track::{ConnectionTracker, Leases, OwnedLeases, Track, TrackLayer};
+pub use metrics::{
+    Metrics, MetricsLayer, Observer, RecordMetrics, RequestStart, RouteTemplate, Transport,
+};
+pub use session::{ResolveSession, ResolveSessions, Session, SessionLayer, SessionRefused};
+pub use track::{
+    Admit, ClientAddress, ConnectionTracker, Leases, LocalAdmission, OwnedLeases, Track,
+    TrackLayer, TrackRefused, TrustedProxy,
+};

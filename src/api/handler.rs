@@ -11,10 +11,10 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use tower::Service;
 
-use super::{publish, read_body, set_membership, validate_name, Target};
+use super::{publish, read_body, sessions, set_membership, validate_name, Target};
 use crate::body::ResponseBody;
 use crate::error::ApiError;
-use crate::extract::{allow, answer, require_privileged, ApiTarget};
+use crate::extract::{allow, answer, require_identity, require_privileged, ApiTarget};
 use crate::hub::Hub;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -84,6 +84,24 @@ impl PublishApi {
         };
         let method = request.method().clone();
         match target {
+            ApiTarget::Session(player) => {
+                allow(&method, &[Method::GET, Method::POST])?;
+                validate_name("player_id", &player)?;
+                sessions::require_self_or_privileged(require_identity(&request)?, &player)?;
+                if method == Method::GET {
+                    return sessions::session_state(&self.hub, &player);
+                }
+                let limit = sessions::MAX_SESSION_BODY.min(self.settings.max_body);
+                let body =
+                    read_body(request.into_body(), limit, self.settings.body_timeout).await?;
+                sessions::begin_session(&self.hub, &player, &body)
+            }
+            ApiTarget::Logout(player) => {
+                allow(&method, &[Method::POST])?;
+                validate_name("player_id", &player)?;
+                sessions::require_self_or_privileged(require_identity(&request)?, &player)?;
+                sessions::logout(&self.hub, &player)
+            }
             ApiTarget::Membership { room, player } => {
                 allow(&method, &[Method::PUT, Method::DELETE])?;
                 require_privileged(&request)?;

@@ -18,6 +18,7 @@
 //! `Connection: close`.
 
 mod handler;
+mod sessions;
 
 pub use handler::{PublishApi, PublishFuture};
 
@@ -222,10 +223,7 @@ pub(crate) fn validate_name(what: &'static str, value: &str) -> Result<(), ApiEr
 
 /// Checks a session id: 1 to 128 bytes of printable ASCII (SPEC §3).
 pub(crate) fn validate_session_id(value: &str) -> Result<(), ApiError> {
-    if value.is_empty()
-        || value.len() > MAX_NAME_LEN
-        || !value.bytes().all(|b| b.is_ascii_graphic())
-    {
+    if !dualcast_layers::session::is_valid_session_id(value) {
         return Err(ApiError::bad_request(
             "INVALID_SESSION_ID",
             format!("session_id must be 1 to {MAX_NAME_LEN} bytes of printable ASCII"),

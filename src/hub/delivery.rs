@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use dualcast_layers::metrics::Transport;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -61,7 +62,7 @@ impl Hub {
                 self.deliver_to_player(player, &frame, &mut report, &mut failed);
             }
         }
-        self.remove_failed(failed);
+        self.finish(&report, failed);
         report
     }
 
@@ -90,7 +91,7 @@ impl Hub {
                 }
             }
         }
-        self.remove_failed(failed);
+        self.finish(&report, failed);
         report
     }
 
@@ -109,7 +110,7 @@ impl Hub {
                 }
             }
         }
-        self.remove_failed(failed);
+        self.finish(&report, failed);
         report
     }
 
@@ -152,6 +153,9 @@ impl Hub {
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     report.failed += 1;
+                    if let Some(observer) = self.observer() {
+                        observer.outbox_overflow();
+                    }
                     connection.end(DisconnectReason::SlowConsumer);
                     failed.push(connection.clone());
                 }
@@ -165,6 +169,18 @@ impl Hub {
         if let Some(players) = report.players.as_mut() {
             *players += usize::from(report.delivered > reached_before);
         }
+    }
+
+    /// Reports the delivery to the observer and removes the connections that failed.
+    fn finish(&self, report: &DeliveryReport, failed: Vec<Arc<Connection>>) {
+        if let Some(observer) = self.observer() {
+            observer.delivered(Transport::WebSocket, report.websocket as u64);
+            observer.delivered(Transport::Sse, report.sse as u64);
+            if report.failed > 0 {
+                observer.delivery_failed(report.failed as u64);
+            }
+        }
+        self.remove_failed(failed);
     }
 
     fn remove_failed(&self, failed: Vec<Arc<Connection>>) {

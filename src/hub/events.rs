@@ -41,6 +41,17 @@ pub enum HubEvent {
         /// Why it ended.
         reason: DisconnectReason,
     },
+    /// A new game session became the player's current one (SPEC §3).
+    SessionBegan {
+        /// The player.
+        player_id: Arc<str>,
+        /// The new current session.
+        session_id: Arc<str>,
+        /// The session it replaced, if any.
+        replaced: Option<Arc<str>>,
+        /// Connections of the replaced session it ended (`session_replaced`).
+        connections_ended: usize,
+    },
     /// A player's presence changed.
     Presence {
         /// The player.

@@ -134,6 +134,9 @@ impl Drop for ConnectionGuard {
             .unwrap_or(DisconnectReason::ClientClosed);
         self.hub
             .remove(&self.connection, reason, self.credential_deadline);
+        if let Some(observer) = self.hub.observer() {
+            observer.connection_closed(self.connection.kind.transport(), reason.code());
+        }
         let lived = self.connection.established_at.elapsed().unwrap_or_default();
         tracing::info!(
             connection_id = %self.connection.id,

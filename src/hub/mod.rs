@@ -36,40 +36,50 @@
 //! # });
 //! ```
 
+mod admission;
 mod deadlines;
 mod delivery;
 mod events;
 mod guard;
 mod registry;
 mod rooms;
+mod sessions;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, Notify};
 
+pub use admission::HubAdmission;
 pub use delivery::DeliveryReport;
 pub use events::{HubEvent, Presence};
 pub(crate) use guard::EndWatch;
 pub use guard::{ConnectionGuard, Outbox};
 pub use registry::{RegisterError, Registration};
+pub(crate) use sessions::mint_session_id;
+pub use sessions::{SessionBegun, SessionInfo};
 
 use crate::connection::{ConnectionInfo, DisconnectReason};
+use dualcast_layers::metrics::Observer;
 use registry::Registry;
 
 /// How long [`Hub::shutdown_on`] waits for connections to finish closing.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Settings of a [`Hub`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct HubSettings {
     outbox_capacity: usize,
     event_capacity: usize,
+    pub(super) strict_sessions: bool,
+    pub(super) remembered_sessions: usize,
+    pub(super) session_ttl: Duration,
+    pub(super) observer: Option<Arc<dyn Observer>>,
 }
 
 impl Default for HubSettings {
@@ -77,7 +87,24 @@ impl Default for HubSettings {
         Self {
             outbox_capacity: 256,
             event_capacity: 1024,
+            strict_sessions: false,
+            remembered_sessions: 16,
+            session_ttl: Duration::from_secs(300),
+            observer: None,
         }
+    }
+}
+
+impl fmt::Debug for HubSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubSettings")
+            .field("outbox_capacity", &self.outbox_capacity)
+            .field("event_capacity", &self.event_capacity)
+            .field("strict_sessions", &self.strict_sessions)
+            .field("remembered_sessions", &self.remembered_sessions)
+            .field("session_ttl", &self.session_ttl)
+            .field("observer", &self.observer.is_some())
+            .finish()
     }
 }
 
@@ -97,6 +124,38 @@ impl HubSettings {
     /// Events kept for a lagging [`Hub::subscribe`] receiver. Default: 1024. Minimum: 1.
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.event_capacity = capacity.max(1);
+        self
+    }
+
+    /// Strict sessions (SPEC §3): a connection naming a session that is neither current nor
+    /// replaced is refused (`409 UNKNOWN_SESSION`) unless the session was begun through
+    /// [`Hub::begin_session`] (`POST /api/connections/{player_id}/session`). Default: off
+    /// (a new session takes over).
+    pub fn strict_sessions(mut self, on: bool) -> Self {
+        self.strict_sessions = on;
+        self
+    }
+
+    /// Replaced sessions remembered per player, refused when named again; the oldest is
+    /// forgotten first. Default: 16. Minimum: 1.
+    pub fn remembered_sessions(mut self, count: usize) -> Self {
+        self.remembered_sessions = count.max(1);
+        self
+    }
+
+    /// How long a player's session (and the sessions it replaced) outlive its last
+    /// connection; then the player is forgotten, unless it is in a room. Default: 5 minutes
+    /// (SPEC §5's state TTL).
+    pub fn session_ttl(mut self, ttl: Duration) -> Self {
+        self.session_ttl = ttl;
+        self
+    }
+
+    /// Reports what only the hub sees (connections opened and closed, deliveries, failures,
+    /// overflows, sessions replaced) to `observer`, e.g. a
+    /// [`Metrics`](dualcast_layers::metrics::Metrics). Default: none.
+    pub fn observer(mut self, observer: impl Observer) -> Self {
+        self.observer = Some(Arc::new(observer));
         self
     }
 
@@ -128,6 +187,8 @@ struct Inner {
     drained_notify: Notify,
     /// Wakes the credential-deadline keeper: a new earliest deadline, or the hub is gone.
     deadline_changed: Arc<Notify>,
+    /// Set once: by the settings, or by [`Hub::set_observer`].
+    observer: OnceLock<Arc<dyn Observer>>,
 }
 
 impl Drop for Inner {
@@ -167,7 +228,8 @@ impl Hub {
     #[must_use]
     pub fn with_settings(settings: HubSettings) -> Self {
         let (events, _) = broadcast::channel(settings.event_capacity);
-        Self {
+        let observer = settings.observer.clone();
+        let hub = Self {
             inner: Arc::new(Inner {
                 epoch: random_epoch().into_boxed_str(),
                 settings,
@@ -182,8 +244,24 @@ impl Hub {
                 drained: AtomicBool::new(false),
                 drained_notify: Notify::new(),
                 deadline_changed: Arc::new(Notify::new()),
+                observer: OnceLock::new(),
             }),
+        };
+        if let Some(observer) = observer {
+            hub.set_observer(observer);
         }
+        hub
+    }
+
+    /// Reports what only the hub sees to `observer` (see [`HubSettings::observer`]), unless
+    /// the hub has an observer already; returns whether this one was taken.
+    /// [`Dualcast::builder`](crate::Dualcast::builder) sets its metrics this way.
+    pub fn set_observer(&self, observer: Arc<dyn Observer>) -> bool {
+        self.inner.observer.set(observer).is_ok()
+    }
+
+    pub(super) fn observer(&self) -> Option<&Arc<dyn Observer>> {
+        self.inner.observer.get()
     }
 
     /// This hub's epoch: the prefix of every envelope id, new at every start.
@@ -352,3 +430,6 @@ fn random_epoch() -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod session_tests;

@@ -1,11 +1,12 @@
 //! The registry of live connections: [`Registration`] in, [`ConnectionGuard`] out, and the
 //! one place a connection leaves.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use dualcast_layers::session::SessionRefused;
 use dualcast_layers::OwnedLeases;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -13,6 +14,7 @@ use tokio::time::Instant;
 use super::deadlines::Deadlines;
 use super::events::{HubEvent, Presence};
 use super::guard::{ConnectionGuard, Outbox};
+use super::sessions::CurrentSession;
 use super::Hub;
 use crate::connection::{Connection, ConnectionId, ConnectionKind, DisconnectReason};
 
@@ -42,6 +44,7 @@ pub struct Registration {
     pub(super) kind: ConnectionKind,
     pub(super) session: Option<Arc<str>>,
     pub(super) credential_deadline: Option<Instant>,
+    pub(super) requested_at: Option<std::time::Instant>,
     pub(super) leases: OwnedLeases,
 }
 
@@ -53,11 +56,16 @@ impl Registration {
             kind,
             session: None,
             credential_deadline: None,
+            requested_at: None,
             leases: OwnedLeases::default(),
         }
     }
 
-    /// The game session the connection joins. Default: none.
+    /// The game session the connection names (SPEC §3): it joins it if it is the player's
+    /// current one, takes over if it is new (every connection of the old session ends with
+    /// `session_replaced`), and is refused if it was replaced before
+    /// ([`RegisterError::Session`]). Default: none, which joins the current session (one
+    /// is created if the player has none).
     pub fn session(mut self, session: impl Into<Arc<str>>) -> Self {
         self.session = Some(session.into());
         self
@@ -67,6 +75,13 @@ impl Registration {
     /// it with `auth_expired`. Default: never.
     pub fn credential_deadline(mut self, deadline: Instant) -> Self {
         self.credential_deadline = Some(deadline);
+        self
+    }
+
+    /// When the connection's request arrived, for the establishment time the hub's
+    /// [observer](super::HubSettings::observer) sees. Default: unknown (reported as zero).
+    pub fn requested_at(mut self, at: std::time::Instant) -> Self {
+        self.requested_at = Some(at);
         self
     }
 
@@ -88,6 +103,8 @@ pub enum RegisterError {
     ShuttingDown,
     /// A credential deadline was given outside a tokio runtime, so nothing could enforce it.
     NoRuntime,
+    /// The session rules refused the session the connection names (SPEC §3).
+    Session(SessionRefused),
 }
 
 impl fmt::Display for RegisterError {
@@ -97,6 +114,10 @@ impl fmt::Display for RegisterError {
             Self::NoRuntime => f.write_str(
                 "a connection with a credential deadline must be registered inside a tokio runtime",
             ),
+            Self::Session(SessionRefused::Stale) => {
+                f.write_str("this session was replaced by a newer one")
+            }
+            Self::Session(_) => f.write_str("this session was not begun through the session API"),
         }
     }
 }
@@ -109,12 +130,30 @@ pub(super) struct Registry {
     pub(super) rooms: HashMap<Arc<str>, HashSet<Arc<str>>>,
     pub(super) connections: usize,
     pub(super) deadlines: Deadlines,
+    /// Players that became idle (no connection, none being admitted), oldest first: see
+    /// `Hub::forget_idle_players`.
+    pub(super) idle: VecDeque<(Instant, Arc<str>)>,
 }
 
 #[derive(Default)]
 pub(super) struct Player {
     pub(super) connections: Vec<Arc<Connection>>,
     pub(super) rooms: HashSet<Arc<str>>,
+    pub(super) session: Option<CurrentSession>,
+    /// Sessions replaced before, oldest first, bounded.
+    pub(super) replaced: VecDeque<Arc<str>>,
+    /// Connections admitted (a [`HubAdmission`](super::HubAdmission) lease) and not
+    /// registered yet.
+    pub(super) admitting: usize,
+    /// Since when it has had no connection and none being admitted.
+    pub(super) idle_since: Option<Instant>,
+}
+
+impl Player {
+    /// No connection, none being admitted.
+    pub(super) fn is_unused(&self) -> bool {
+        self.connections.is_empty() && self.admitting == 0
+    }
 }
 
 impl Hub {
@@ -131,7 +170,8 @@ impl Hub {
             kind,
             session,
             credential_deadline,
-            leases,
+            requested_at,
+            mut leases,
         } = registration;
         if credential_deadline.is_some() {
             self.start_deadline_keeper()?;
@@ -145,6 +185,10 @@ impl Hub {
             if self.inner.shutting_down.load(Ordering::Acquire) {
                 return Err(RegisterError::ShuttingDown);
             }
+            let registry = &mut *registry;
+            let (session, _) = self
+                .settle_session(registry, &player, session.as_deref())
+                .map_err(RegisterError::Session)?;
             // One string per player: the one stored, else the registration's own.
             let player_id = match registry.players.get_key_value(&*player) {
                 Some((stored, _)) => stored.clone(),
@@ -154,11 +198,15 @@ impl Hub {
                 id,
                 player_id.clone(),
                 kind,
-                session,
+                Some(session),
                 sender,
             ));
             let entry = registry.players.entry(player_id.clone()).or_default();
             entry.connections.push(connection.clone());
+            entry.idle_since = None;
+            if let Some(admission) = leases.get_mut::<super::HubAdmission>() {
+                admission.registered(self, entry);
+            }
             let came_online = entry.connections.len() == 1;
             registry.connections += 1;
             if let Some(deadline) = credential_deadline {
@@ -180,6 +228,10 @@ impl Hub {
             }
             connection
         };
+        if let Some(observer) = self.observer() {
+            let establishment = requested_at.map(|at| at.elapsed()).unwrap_or_default();
+            observer.connection_opened(kind.transport(), establishment);
+        }
         tracing::info!(
             connection_id = %id,
             player_id = &*connection.player_id,
@@ -260,10 +312,12 @@ impl Hub {
             return;
         }
         let went_offline = player.connections.is_empty();
-        if went_offline && player.rooms.is_empty() {
-            registry.players.remove(&*connection.player_id);
-        }
         registry.connections -= 1;
+        if went_offline {
+            // Kept for the session TTL (its session must outlive a reconnect), then forgotten.
+            self.mark_idle_if_unused(registry, &connection.player_id, Instant::now());
+            self.forget_idle_players(registry, Instant::now());
+        }
         // Under the lock, like `register`'s events.
         self.emit(HubEvent::Disconnected {
             connection_id: connection.id,

@@ -35,7 +35,7 @@ impl Hub {
         if !player.rooms.remove(room) {
             return false;
         }
-        if player.connections.is_empty() && player.rooms.is_empty() {
+        if player.is_unused() && player.rooms.is_empty() && player.session.is_none() {
             registry.players.remove(player_id);
         }
         if let Some(members) = registry.rooms.get_mut(room) {

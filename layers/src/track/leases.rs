@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use http::Request;
 
+use super::AdmittedConnection;
+
 /// A lease: any value whose drop ends something (a count, a permit).
 type Lease = Box<dyn Any + Send + Sync>;
 
@@ -123,6 +125,23 @@ impl OwnedLeases {
         self.0
             .get_or_insert_with(Box::default)
             .push(Box::new(lease));
+    }
+
+    /// The first held lease of type `T`, for its owner to update (dualcast's hub marks its
+    /// admission lease registered this way).
+    ///
+    /// An admission lease that [`Track`](super::Track) pushed together with its connection
+    /// count (one lease, so that both end together) is found as well.
+    pub fn get_mut<T: Send + Sync + 'static>(&mut self) -> Option<&mut T> {
+        self.0.as_mut()?.iter_mut().find_map(|lease| {
+            if lease.is::<T>() {
+                lease.downcast_mut::<T>()
+            } else {
+                lease
+                    .downcast_mut::<AdmittedConnection<T>>()
+                    .map(|admitted| &mut admitted.admission)
+            }
+        })
     }
 
     /// How many leases are held.

@@ -1,0 +1,77 @@
+//! The response future of [`Track`](super::Track).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::Response;
+use pin_project::pin_project;
+
+/// Response future of [`Track`](super::Track).
+///
+/// An admitted request (or one with no [`Identity`](crate::Identity)) is the inner
+/// service's future; a refused one is its `429`, ready at once. The admission is decided
+/// when the service is called and its lease travels in the request, so this future holds
+/// nothing of it. Nothing is boxed.
+#[pin_project]
+pub struct ResponseFuture<F, ResBody> {
+    #[pin]
+    state: State<F, ResBody>,
+}
+
+#[pin_project(project = StateProj)]
+enum State<F, ResBody> {
+    Inner {
+        #[pin]
+        future: F,
+    },
+    Refused {
+        response: Option<Response<ResBody>>,
+    },
+}
+
+impl<F, ResBody> ResponseFuture<F, ResBody> {
+    pub(super) fn inner(future: F) -> Self {
+        Self {
+            state: State::Inner { future },
+        }
+    }
+
+    pub(super) fn refused(response: Response<ResBody>) -> Self {
+        Self {
+            state: State::Refused {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F, ResBody>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<ResBody>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Inner { future } => future.poll(cx),
+            StateProj::Refused { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => panic!("track::ResponseFuture polled after completion"),
+            },
+        }
+    }
+}
+
+impl<F, ResBody> fmt::Debug for ResponseFuture<F, ResBody> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Inner { .. } => "Inner",
+            State::Refused { .. } => "Refused",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}

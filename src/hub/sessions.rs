@@ -1,0 +1,388 @@
+//! Game sessions (SPEC §3): each player has at most one current session; a connection
+//! joins it, takes over with a new one, or is refused for naming a replaced one.
+//!
+//! The rules live in one function, [`Hub::settle_session`], run under the registry's write
+//! lock both when a connection request is resolved ([`ResolveSession`], what the session
+//! layer asks before the connection is admitted) and again when the connection registers,
+//! so two takeovers racing end with exactly one current session. A takeover ends the old
+//! session's connections at resolution, before admission counts the player's connections:
+//! the new client's connection is never refused for the slots the old session still holds.
+//!
+//! Replaced sessions are remembered per player, at most
+//! [`HubSettings::remembered_sessions`](super::HubSettings::remembered_sessions) of them.
+//! A player's session state outlives its last connection by
+//! [`HubSettings::session_ttl`](super::HubSettings::session_ttl); then the player is
+//! forgotten (unless it is in a room).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use dualcast_layers::session::{ResolveSession, Session, SessionOutcome, SessionRefused};
+use tokio::time::Instant;
+
+use super::events::HubEvent;
+use super::registry::{Player, Registry};
+use super::{shared_key, Hub};
+use crate::connection::{ConnectionKind, DisconnectReason};
+
+/// A player's current session.
+#[derive(Debug, Clone)]
+pub(super) struct CurrentSession {
+    pub(super) id: Arc<str>,
+    pub(super) created: SystemTime,
+    /// Begun through [`Hub::begin_session`] (what strict mode accepts).
+    pub(super) begun_by_api: bool,
+}
+
+/// A player's session, as [`Hub::session_of`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// The current session, if the player has one.
+    pub session_id: Option<Arc<str>>,
+    /// When the current session began.
+    pub created: Option<SystemTime>,
+    /// Live connections of the player.
+    pub active_connections: usize,
+    /// The transports of those connections, each once, WebSocket first.
+    pub connection_kinds: Vec<ConnectionKind>,
+}
+
+/// What [`Hub::begin_session`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionBegun {
+    /// Connections of the player that the new session ended (`session_replaced`).
+    pub connections_ended: usize,
+    /// Whether the session was already the current one (then nothing changed).
+    pub already_current: bool,
+}
+
+/// How a named or unnamed session settles against a player's state.
+enum Settled {
+    Join(Arc<str>),
+    Create(Arc<str>),
+    TakeOver(Arc<str>),
+}
+
+impl Hub {
+    /// Applies the session rules for a connection of `player` naming `named` (or none),
+    /// under the registry's write lock: joins the current session, creates one, or takes
+    /// over (ending the old session's connections). Returns the session joined and what
+    /// joining did.
+    pub(super) fn settle_session(
+        &self,
+        registry: &mut Registry,
+        player_id: &str,
+        named: Option<&str>,
+    ) -> Result<(Arc<str>, SessionOutcome), SessionRefused> {
+        let now = Instant::now();
+        self.forget_idle_players(registry, now);
+        let strict = self.inner.settings.strict_sessions;
+        let current = registry
+            .players
+            .get(player_id)
+            .and_then(|player| player.session.as_ref());
+        let settled = match (named, current) {
+            (None, Some(current)) => Settled::Join(current.id.clone()),
+            (None, None) => Settled::Create(mint_session_id().into()),
+            (Some(named), Some(current)) if *current.id == *named => {
+                Settled::Join(current.id.clone())
+            }
+            (Some(named), _) => {
+                let player = registry.players.get(player_id);
+                if player.is_some_and(|p| p.replaced.iter().any(|old| **old == *named)) {
+                    return Err(SessionRefused::Stale);
+                }
+                if strict {
+                    return Err(SessionRefused::Unknown);
+                }
+                if current.is_none() {
+                    Settled::Create(named.into())
+                } else {
+                    Settled::TakeOver(named.into())
+                }
+            }
+        };
+        let settled = match settled {
+            Settled::Join(id) => (id, SessionOutcome::Joined),
+            Settled::Create(id) => {
+                let player = self.player_entry(registry, player_id, now);
+                player.session = Some(CurrentSession {
+                    id: id.clone(),
+                    created: SystemTime::now(),
+                    begun_by_api: false,
+                });
+                (id, SessionOutcome::Created)
+            }
+            Settled::TakeOver(id) => {
+                self.replace_session(registry, player_id, id.clone(), false, now);
+                (id, SessionOutcome::TakesOver)
+            }
+        };
+        self.mark_idle_if_unused(registry, player_id, now);
+        Ok(settled)
+    }
+
+    /// Makes `id` the current session of `player_id`: the old one is remembered as
+    /// replaced and every connection not of `id` ends with `session_replaced`. Returns how
+    /// many it ended.
+    fn replace_session(
+        &self,
+        registry: &mut Registry,
+        player_id: &str,
+        id: Arc<str>,
+        begun_by_api: bool,
+        now: Instant,
+    ) -> usize {
+        let remembered = self.inner.settings.remembered_sessions;
+        let player = self.player_entry(registry, player_id, now);
+        let replaced = player.session.take().map(|old| old.id);
+        if let Some(old) = &replaced {
+            remember(&mut player.replaced, old.clone(), remembered);
+        }
+        player.session = Some(CurrentSession {
+            id: id.clone(),
+            created: SystemTime::now(),
+            begun_by_api,
+        });
+        let ended = player
+            .connections
+            .iter()
+            .filter(|c| c.session_id.as_deref() != Some(&*id))
+            .filter(|c| self.end_connection(c, DisconnectReason::SessionReplaced))
+            .count();
+        if let Some(observer) = self.observer() {
+            if replaced.is_some() {
+                observer.session_replaced();
+            }
+        }
+        tracing::info!(
+            player_id,
+            session_id = &*id,
+            replaced = replaced.as_deref().unwrap_or(""),
+            connections_ended = ended,
+            "new game session"
+        );
+        self.emit(HubEvent::SessionBegan {
+            player_id: shared_key(&registry.players, player_id),
+            session_id: id,
+            replaced,
+            connections_ended: ended,
+        });
+        ended
+    }
+
+    /// Begins session `session_id` for `player_id`, as `POST
+    /// /api/connections/{player_id}/session` does: it becomes current (strict mode accepts
+    /// it from now on) and every connection of the old session ends with
+    /// `session_replaced`. Naming the current session changes nothing; naming a replaced
+    /// one is refused ([`SessionRefused::Stale`]).
+    ///
+    /// ```
+    /// use dualcast::{ConnectionKind, DisconnectReason, Hub, Registration};
+    ///
+    /// let hub = Hub::new();
+    /// let (old, _outbox) = hub.register(Registration::new("alice", ConnectionKind::Sse).session("s1")).unwrap();
+    /// let begun = hub.begin_session("alice", "s2").unwrap();
+    /// assert_eq!(begun.connections_ended, 1);
+    /// assert_eq!(old.end_reason(), Some(DisconnectReason::SessionReplaced));
+    /// assert!(hub.begin_session("alice", "s1").is_err(), "s1 was replaced");
+    /// ```
+    pub fn begin_session(
+        &self,
+        player_id: &str,
+        session_id: &str,
+    ) -> Result<SessionBegun, SessionRefused> {
+        let now = Instant::now();
+        let mut registry = self.write();
+        let registry = &mut *registry;
+        self.forget_idle_players(registry, now);
+        if let Some(player) = registry.players.get_mut(player_id) {
+            if player.replaced.iter().any(|old| **old == *session_id) {
+                return Err(SessionRefused::Stale);
+            }
+            if let Some(current) = player.session.as_mut() {
+                if *current.id == *session_id {
+                    current.begun_by_api = true;
+                    return Ok(SessionBegun {
+                        connections_ended: 0,
+                        already_current: true,
+                    });
+                }
+            }
+        }
+        let ended = self.replace_session(registry, player_id, session_id.into(), true, now);
+        self.mark_idle_if_unused(registry, player_id, now);
+        Ok(SessionBegun {
+            connections_ended: ended,
+            already_current: false,
+        })
+    }
+
+    /// The session of `player_id` and its live connections.
+    #[must_use]
+    pub fn session_of(&self, player_id: &str) -> SessionInfo {
+        let registry = self.read();
+        let player = registry.players.get(player_id);
+        let session = player.and_then(|p| p.session.as_ref());
+        let live = || {
+            player
+                .into_iter()
+                .flat_map(|p| &p.connections)
+                .filter(|c| c.end_reason().is_none())
+        };
+        let connection_kinds = [ConnectionKind::WebSocket, ConnectionKind::Sse]
+            .into_iter()
+            .filter(|kind| live().any(|c| c.kind == *kind))
+            .collect();
+        SessionInfo {
+            session_id: session.map(|s| s.id.clone()),
+            created: session.map(|s| s.created),
+            active_connections: live().count(),
+            connection_kinds,
+        }
+    }
+
+    /// Logs `player_id` out: every connection of the player ends with `logout` (both
+    /// kinds), and its current session ends without being remembered as replaced, so the
+    /// next login starts afresh. Returns how many connections it ended.
+    ///
+    /// ```
+    /// use dualcast::{ConnectionKind, DisconnectReason, Hub, Registration};
+    ///
+    /// let hub = Hub::new();
+    /// let (ws, _a) = hub.register(Registration::new("alice", ConnectionKind::WebSocket)).unwrap();
+    /// let (sse, _b) = hub.register(Registration::new("alice", ConnectionKind::Sse)).unwrap();
+    /// assert_eq!(hub.logout("alice"), 2);
+    /// assert_eq!(ws.end_reason(), Some(DisconnectReason::Logout));
+    /// assert_eq!(sse.end_reason(), Some(DisconnectReason::Logout));
+    /// assert_eq!(hub.session_of("alice").session_id, None);
+    /// ```
+    pub fn logout(&self, player_id: &str) -> usize {
+        let now = Instant::now();
+        let mut registry = self.write();
+        let registry = &mut *registry;
+        let Some(player) = registry.players.get_mut(player_id) else {
+            return 0;
+        };
+        player.session = None;
+        let ended = player
+            .connections
+            .iter()
+            .filter(|c| self.end_connection(c, DisconnectReason::Logout))
+            .count();
+        tracing::info!(player_id, connections_ended = ended, "player logged out");
+        self.mark_idle_if_unused(registry, player_id, now);
+        ended
+    }
+
+    /// The player's record, created (and marked idle, until a connection comes) if new.
+    fn player_entry<'r>(
+        &self,
+        registry: &'r mut Registry,
+        player_id: &str,
+        now: Instant,
+    ) -> &'r mut Player {
+        if !registry.players.contains_key(player_id) {
+            registry.players.insert(player_id.into(), Player::default());
+            self.mark_idle_if_unused(registry, player_id, now);
+        }
+        registry
+            .players
+            .get_mut(player_id)
+            .expect("inserted just above when missing")
+    }
+
+    /// Starts the player's idle clock if it has no connection and none being admitted: its
+    /// session state is forgotten [`session_ttl`](super::HubSettings::session_ttl) later
+    /// unless a connection comes.
+    pub(super) fn mark_idle_if_unused(
+        &self,
+        registry: &mut Registry,
+        player_id: &str,
+        now: Instant,
+    ) {
+        let key = shared_key(&registry.players, player_id);
+        let Some(player) = registry.players.get_mut(player_id) else {
+            return;
+        };
+        if player.is_unused() && player.idle_since.is_none() {
+            player.idle_since = Some(now);
+            registry.idle.push_back((now, key));
+        }
+    }
+
+    /// Forgets the session state of players idle for longer than the session TTL, and the
+    /// players themselves unless they are in a room. Runs on every write that touches
+    /// sessions or connections, so it costs a queue peek when nothing is due.
+    pub(super) fn forget_idle_players(&self, registry: &mut Registry, now: Instant) {
+        let ttl = self.inner.settings.session_ttl;
+        while let Some((since, _)) = registry.idle.front() {
+            if now.saturating_duration_since(*since) < ttl {
+                break;
+            }
+            let Some((since, player_id)) = registry.idle.pop_front() else {
+                break;
+            };
+            let Some(player) = registry.players.get_mut(&*player_id) else {
+                continue;
+            };
+            // A stale entry: the player went idle again later, with an entry of its own.
+            if player.idle_since != Some(since) {
+                continue;
+            }
+            if !player.is_unused() {
+                // It came back; its next idle spell gets a new entry.
+                player.idle_since = None;
+                continue;
+            }
+            player.session = None;
+            player.replaced = VecDeque::new();
+            player.idle_since = None;
+            if player.rooms.is_empty() {
+                registry.players.remove(&*player_id);
+            }
+        }
+    }
+}
+
+/// Remembers `old` as replaced, keeping at most `limit` (the oldest is forgotten first).
+fn remember(replaced: &mut VecDeque<Arc<str>>, old: Arc<str>, limit: usize) {
+    if replaced.iter().any(|known| *known == old) {
+        return;
+    }
+    if replaced.len() >= limit {
+        replaced.pop_front();
+    }
+    replaced.push_back(old);
+}
+
+/// A new session id: 128 random bits from the OS, as 32 hex digits.
+pub(crate) fn mint_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: ids must still differ; the time and a counter do that, though
+        // they are guessable (logged, since a guessable id weakens strict mode).
+        tracing::warn!("no OS randomness: the minted session id is not cryptographically random");
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bytes[..8].copy_from_slice(&nanos.to_le_bytes());
+        bytes[8..].copy_from_slice(&count.to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl ResolveSession for Hub {
+    /// Applies SPEC §3 for a new connection of `player_id` (see [the module docs](self)):
+    /// a takeover happens here, before the connection is admitted.
+    fn resolve(&self, player_id: &str, named: Option<&str>) -> Result<Session, SessionRefused> {
+        let mut registry = self.write();
+        let (id, outcome) = self.settle_session(&mut registry, player_id, named)?;
+        Ok(Session::new(id, named.is_some(), outcome))
+    }
+}
