@@ -63,6 +63,10 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 DUALCAST_JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export DUALCAST_JWT_SECRET
+# Every connection comes from this one address, thousands a second: the connection-attempt
+# rate limits are off (the per-player connection limit stays: one connection per player).
+export DUALCAST_CONNECT_RATE_PER_ADDR=${DUALCAST_CONNECT_RATE_PER_ADDR:-0}
+export DUALCAST_CONNECT_RATE_PER_PLAYER=${DUALCAST_CONNECT_RATE_PER_PLAYER:-0}
 results="$out/results.jsonl"
 : > "$results"
 server_pid=""
