@@ -24,7 +24,9 @@ pub type PublishFuture =
     Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
 
 /// Publishes to a player, a room or everyone (`POST`), and adds or removes room members
-/// (`PUT` / `DELETE`), for `service` and `admin` identities (see [the module docs](super)).
+/// (`PUT` / `DELETE`), for `service` and `admin` identities (see [the module docs](super));
+/// begins or reads a player's session and logs it out ([`ApiTarget::Session`],
+/// [`ApiTarget::Logout`]) for the player itself or a `service`/`admin` identity.
 ///
 /// Path-independent: what a request acts on is the [`ApiTarget`] in its extensions, which
 /// dualcast's router sets from the path; a host mounting it at its own path sets one

@@ -378,8 +378,9 @@ pub(crate) fn mint_session_id() -> String {
 }
 
 impl ResolveSession for Hub {
-    /// Applies SPEC §3 for a new connection of `player_id` (see [the module docs](self)):
-    /// a takeover happens here, before the connection is admitted.
+    /// Applies SPEC §3 for a new connection of `player_id`: it joins the current session,
+    /// creates one, takes over (ending the old session's connections here, before the
+    /// connection is admitted, so their slots do not count against it), or is refused.
     fn resolve(&self, player_id: &str, named: Option<&str>) -> Result<Session, SessionRefused> {
         let mut registry = self.write();
         let (id, outcome) = self.settle_session(&mut registry, player_id, named)?;
