@@ -38,6 +38,7 @@ mod direct_sse;
 pub mod error;
 mod extract;
 pub mod hub;
+pub mod inbound;
 mod limits;
 pub mod message;
 mod prefixed;
