@@ -24,6 +24,8 @@
 //!   --rate R             publishes per second instead of as fast as possible [off]
 //!   --payload-bytes B    filler in each published message [64]
 //!   --settle-ms MS       pause before reading memory after connecting (idle) [1000]
+//!   --hold-secs S        then keep the connections open S seconds, answering pings, and
+//!                        measure the server's CPU while they idle (idle) [0]
 //!   --timeout-secs T     bound on the whole run [120]
 //!   --label NAME         name of the run in the JSON line [the mode]
 //! ```
@@ -96,6 +98,7 @@ struct Options {
     rate: Option<f64>,
     payload_bytes: usize,
     settle: Duration,
+    hold: Duration,
     timeout: Duration,
     label: String,
     secret: Vec<u8>,
@@ -215,6 +218,7 @@ fn parse_options() -> Result<Options, String> {
         rate,
         payload_bytes: number("payload-bytes", "64")?,
         settle: Duration::from_millis(number("settle-ms", "1000")? as u64),
+        hold: Duration::from_secs(number("hold-secs", "0")? as u64),
         timeout: Duration::from_secs(number("timeout-secs", "120")? as u64),
         secret: secret.into_bytes(),
     };
@@ -537,10 +541,20 @@ async fn idle(options: &Options) -> Result<bool, Error> {
         .zip(after)
         .map(|(b, a)| a.saturating_sub(b) as f64 / connections as f64);
     let rate = connections as f64 / elapsed.as_secs_f64();
-    drop(clients);
+    let (idle_cpu, still_open) = hold(options, clients).await;
 
     print_table(&[
         ("mode", format!("idle {}", options.kind.name())),
+        (
+            "server CPU while idle",
+            idle_cpu.map_or("n/a".into(), |c| {
+                format!(
+                    "{c:.2} s over {} s ({:.2} %), {still_open} connections still open",
+                    options.hold.as_secs(),
+                    100.0 * c / options.hold.as_secs_f64().max(1e-9)
+                )
+            }),
+        ),
         ("connections", connections.to_string()),
         ("connect time", format!("{:.2} s", elapsed.as_secs_f64())),
         ("connect rate", format!("{rate:.0} /s")),
@@ -563,9 +577,42 @@ async fn idle(options: &Options) -> Result<bool, Error> {
             "label": options.label, "mode": "idle", "kind": options.kind.name(), "connections": connections,
             "connect_seconds": elapsed.as_secs_f64(), "connects_per_second": rate,
             "rss_before_kib": before, "rss_after_kib": after, "kib_per_connection": per_connection,
+            "hold_seconds": options.hold.as_secs(), "server_cpu_s_idle": idle_cpu,
+            "open_after_hold": still_open,
         })
     );
-    Ok(true)
+    Ok(still_open == connections)
+}
+
+/// Keeps `clients` open for `--hold-secs`, each read (so a WebSocket answers the server's
+/// pings), and measures the server's CPU meanwhile; then closes them. Returns the CPU
+/// seconds (when measured) and how many connections were still open at the end.
+async fn hold(options: &Options, clients: Vec<(usize, Client)>) -> (Option<f64>, usize) {
+    let total = clients.len();
+    if options.hold.is_zero() {
+        return (None, total);
+    }
+    let open = Arc::new(AtomicU64::new(total as u64));
+    let cpu_before = server_cpu_seconds(options.server_pid);
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|(_, mut client)| {
+            let open = open.clone();
+            tokio::spawn(async move {
+                while client.read(&mut |_| true).await {}
+                open.fetch_sub(1, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    tokio::time::sleep(options.hold).await;
+    let cpu = cpu_before
+        .zip(server_cpu_seconds(options.server_pid))
+        .map(|(b, a)| a - b);
+    let still_open = open.load(Ordering::Relaxed) as usize;
+    for reader in readers {
+        reader.abort();
+    }
+    (cpu, still_open)
 }
 
 async fn connect(options: &Options) -> Result<bool, Error> {

@@ -21,7 +21,18 @@
 //! | `DUALCAST_TRUSTED_PROXIES` | none | comma-separated proxy addresses or CIDRs whose `X-Forwarded-For` names the client |
 //! | `DUALCAST_STRICT_SESSIONS` | `false` | refuse sessions not begun through `POST /api/connections/{id}/session` |
 //! | `DUALCAST_METRICS_PUBLIC` | `false` | serve `GET /metrics` without a `service`/`admin` token |
+//! | `DUALCAST_HEARTBEAT_INTERVAL_SECS` | `25` | seconds of quiet before a WebSocket is pinged |
+//! | `DUALCAST_HEARTBEAT_TIMEOUT_SECS` | `60` | seconds of silence before a WebSocket ends with `heartbeat_timeout` |
+//! | `DUALCAST_PRESENCE_GRACE_SECS` | `10` | seconds a player stays `reconnecting` after its last connection |
+//! | `DUALCAST_STATE_TTL_SECS` | `300` | seconds an offline player's rooms and session are kept |
+//! | `DUALCAST_INBOUND_RATE` | `20` | client messages a second per connection, burst twice that (`0`: off) |
 //! | `RUST_LOG` | `info` | log filter (`tracing-subscriber` syntax) |
+//!
+//! Client messages: `{"type":"say","data":{"room":"lobby","text":"hi"}}` (a WebSocket text
+//! frame, or the body of `POST /api/messages`) goes to every member of `lobby` as a `say`
+//! envelope naming the sender, if the sender is a member (`PUT
+//! /api/rooms/lobby/members/{player_id}` with a service token makes it one); otherwise the
+//! sender gets an `error`. `{"type":"ping"}` is answered with `pong`.
 
 use std::env;
 use std::net::SocketAddr;
@@ -31,9 +42,10 @@ use std::time::Duration;
 
 use dualcast::dualcast_layers::jwt::{issue_hs256, Claims};
 use dualcast::dualcast_layers::track::TrustedProxy;
+use dualcast::error::ErrorType;
 use dualcast::{
-    AuthLayer, Dualcast, Hub, JwtAuthenticator, Role, ServeSettings, SseSettings, TrackLayer,
-    WebSocketSettings,
+    AuthLayer, ClientMessage, Dualcast, HeartbeatSettings, Hub, InboundSettings, JwtAuthenticator,
+    Message, MessageHandler, Role, ServeSettings, SseSettings, TrackLayer, WebSocketSettings,
 };
 use tower::Layer;
 use tower_http::trace::TraceLayer;
@@ -97,9 +109,30 @@ async fn run() -> Result<(), String> {
         Err(_) => (random_secret()?.into_bytes(), true),
     };
 
+    let heartbeat = HeartbeatSettings::new()
+        .interval(Duration::from_secs(setting(
+            "DUALCAST_HEARTBEAT_INTERVAL_SECS",
+            25,
+        )?))
+        .timeout(Duration::from_secs(setting(
+            "DUALCAST_HEARTBEAT_TIMEOUT_SECS",
+            60,
+        )?));
+    let inbound_rate: u32 = setting("DUALCAST_INBOUND_RATE", 20)?;
     let hub = Hub::builder()
         .outbox_capacity(outbox_capacity)
         .strict_sessions(strict_sessions)
+        .heartbeat(heartbeat)
+        .presence_grace(Duration::from_secs(setting(
+            "DUALCAST_PRESENCE_GRACE_SECS",
+            10,
+        )?))
+        .state_ttl(Duration::from_secs(setting(
+            "DUALCAST_STATE_TTL_SECS",
+            300,
+        )?))
+        .inbound(InboundSettings::new().rate(inbound_rate, inbound_rate.saturating_mul(2)))
+        .message_handler(say_to_room())
         .build();
     let auth = AuthLayer::new(JwtAuthenticator::hs256(&secret));
     let track = TrackLayer::pair()
@@ -149,6 +182,56 @@ async fn run() -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The example's client messages: `say` sends `data.text` to the members of `data.room`,
+/// if the sender is one of them.
+fn say_to_room() -> MessageHandler {
+    #[derive(serde::Deserialize)]
+    struct Say {
+        room: String,
+        text: String,
+    }
+    MessageHandler::from_fn(|message: ClientMessage| async move {
+        if message.message_type() != "say" {
+            let error = format!(
+                "this server knows `say` only, not `{}`",
+                message.message_type()
+            );
+            return Some(message.error_reply(ErrorType::ValidationError, "UNKNOWN_TYPE", error));
+        }
+        let Ok(say) = message.data_as::<Say>() else {
+            return Some(message.error_reply(
+                ErrorType::ValidationError,
+                "INVALID_SAY",
+                "say needs data {\"room\": string, \"text\": string}",
+            ));
+        };
+        if say.text.chars().count() > 1000 {
+            return Some(message.error_reply(
+                ErrorType::ValidationError,
+                "INVALID_SAY",
+                "say texts are at most 1000 characters",
+            ));
+        }
+        let hub = message.hub();
+        if !hub.is_member(&say.room, message.player_id()) {
+            return Some(message.error_reply(
+                ErrorType::AuthorizationError,
+                "NOT_A_ROOM_MEMBER",
+                format!("you are not a member of {:?}", say.room),
+            ));
+        }
+        let said = Message::json(
+            "say",
+            serde_json::json!({ "from": message.player_id(), "text": say.text }),
+        );
+        let report = hub.broadcast_to_room(&say.room, &said, &[]);
+        Some(Message::json(
+            "said",
+            serde_json::json!({ "room": say.room, "id": message.id(), "players": report.players }),
+        ))
+    })
 }
 
 /// Request spans with the method and the path only: a query string may hold a token.

@@ -1,16 +1,19 @@
 //! Connections: their ids, kinds, health, metadata and the reasons they end (SPEC §2).
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use futures_util::task::AtomicWaker;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::message::{unix_millis, Frame};
+use crate::inbound::InboundBudget;
+use crate::message::Frame;
+use dualcast_layers::Role;
+use tokio::time::Instant;
 
 /// A connection's id, unique in the hub for its lifetime. Displays as `c<number>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -72,7 +75,8 @@ impl ConnectionKind {
 pub enum Health {
     /// Keeping up.
     Healthy,
-    /// Its outbox is above the high-water mark.
+    /// Its outbox is above the high-water mark, or a ping has gone unanswered for longer
+    /// than [`HeartbeatSettings::late_after`](crate::hub::HeartbeatSettings::late_after).
     Degraded,
     /// It is ending and receives nothing more.
     Dead,
@@ -242,35 +246,77 @@ pub(crate) struct Connection {
     pub(crate) id: ConnectionId,
     pub(crate) player_id: Arc<str>,
     pub(crate) kind: ConnectionKind,
+    pub(crate) role: Role,
     pub(crate) session_id: Option<Arc<str>>,
     pub(crate) established_at: SystemTime,
+    /// When it opened, on tokio's clock (which tests pause): the origin of the times below.
+    opened: Instant,
+    /// Milliseconds from `opened` to the client's last sign of life.
     last_seen_ms: AtomicU64,
-    health: AtomicU8,
+    /// Milliseconds from `opened` to the last ping the hub asked for, plus one; 0: none yet.
+    last_ping_ms: AtomicU64,
+    /// `HEARTBEATS`, `PING_WANTED`, `OUTBOX_HIGH`, `PONG_LATE`.
+    flags: AtomicU8,
     end_reason: AtomicU8,
-    end_waker: AtomicWaker,
+    /// Woken when the connection ends, and when the hub wants a ping sent.
+    waker: AtomicWaker,
+    /// The inbound rate limit (SPEC §6), shared by the WebSocket task and `POST /api/messages`.
+    pub(crate) inbound: Mutex<InboundBudget>,
+    /// Client messages of this connection the host's handler is working on.
+    pub(crate) in_flight: AtomicU16,
+    pub(crate) outbox: mpsc::Sender<Frame>,
+}
+
+/// The hub pings this connection and ends it when it falls silent (WebSocket).
+const HEARTBEATS: u8 = 1;
+/// The hub asked the transport to send a ping.
+const PING_WANTED: u8 = 2;
+/// The outbox is above its high-water mark.
+const OUTBOX_HIGH: u8 = 4;
+/// A ping has been unanswered for too long.
+const PONG_LATE: u8 = 8;
+
+/// What the hub's heartbeat sweep made of one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pulse {
+    /// Nothing to do.
+    Quiet,
+    /// A ping was asked for; the transport was woken.
+    PingAsked,
+    /// Silent for the whole timeout: dead.
+    Dead,
+}
+
+/// The parts of a new [`Connection`] that come from its registration.
+pub(crate) struct NewConnection {
+    pub(crate) id: ConnectionId,
+    pub(crate) player_id: Arc<str>,
+    pub(crate) kind: ConnectionKind,
+    pub(crate) role: Role,
+    pub(crate) session_id: Option<Arc<str>>,
+    pub(crate) heartbeats: bool,
+    pub(crate) inbound: InboundBudget,
     pub(crate) outbox: mpsc::Sender<Frame>,
 }
 
 impl Connection {
-    pub(crate) fn new(
-        id: ConnectionId,
-        player_id: Arc<str>,
-        kind: ConnectionKind,
-        session_id: Option<Arc<str>>,
-        outbox: mpsc::Sender<Frame>,
-    ) -> Self {
-        let now = SystemTime::now();
+    pub(crate) fn new(new: NewConnection) -> Self {
         Self {
-            id,
-            player_id,
-            kind,
-            session_id,
-            established_at: now,
-            last_seen_ms: AtomicU64::new(unix_millis(now)),
-            health: AtomicU8::new(Health::Healthy as u8),
+            id: new.id,
+            player_id: new.player_id,
+            kind: new.kind,
+            role: new.role,
+            session_id: new.session_id,
+            established_at: SystemTime::now(),
+            opened: Instant::now(),
+            last_seen_ms: AtomicU64::new(0),
+            last_ping_ms: AtomicU64::new(0),
+            flags: AtomicU8::new(if new.heartbeats { HEARTBEATS } else { 0 }),
             end_reason: AtomicU8::new(0),
-            end_waker: AtomicWaker::new(),
-            outbox,
+            waker: AtomicWaker::new(),
+            inbound: Mutex::new(new.inbound),
+            in_flight: AtomicU16::new(0),
+            outbox: new.outbox,
         }
     }
 
@@ -281,33 +327,110 @@ impl Connection {
             kind: self.kind,
             session_id: self.session_id.clone(),
             established_at: self.established_at,
-            last_seen: UNIX_EPOCH
+            last_seen: self.established_at
                 + Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed)),
             health: self.health(),
         }
     }
 
-    pub(crate) fn touch(&self) {
-        self.last_seen_ms
-            .store(unix_millis(SystemTime::now()), Ordering::Relaxed);
+    /// Time since the connection opened, on tokio's clock.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.opened.elapsed()
     }
 
-    pub(crate) fn health(&self) -> Health {
-        match self.health.load(Ordering::Relaxed) {
-            0 => Health::Healthy,
-            1 => Health::Degraded,
-            _ => Health::Dead,
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A sign of life from the client: any frame, or a pong. Answers a late pong, too.
+    pub(crate) fn touch(&self) {
+        self.last_seen_ms
+            .store(self.elapsed_ms(), Ordering::Relaxed);
+        if self.flags.load(Ordering::Relaxed) & PONG_LATE != 0 {
+            self.flags.fetch_and(!PONG_LATE, Ordering::AcqRel);
         }
     }
 
-    /// Sets the health; a connection that is `Dead` stays dead.
-    pub(crate) fn set_health(&self, health: Health) {
-        let new = health as u8;
-        let _ = self
-            .health
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
-                (current != new && current != Health::Dead as u8).then_some(new)
-            });
+    /// Whether the hub pings this connection.
+    pub(crate) fn has_heartbeats(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & HEARTBEATS != 0
+    }
+
+    /// The heartbeat rules (SPEC §5), applied at `now` (time since the connection opened):
+    /// dead after `timeout` without a sign of life; a ping asked for once `interval` passed
+    /// without a sign of life or a ping; a pong late once a ping has been unanswered for
+    /// `late_after`.
+    pub(crate) fn pulse(
+        &self,
+        interval: Duration,
+        timeout: Duration,
+        late_after: Duration,
+    ) -> Pulse {
+        let now = self.elapsed_ms();
+        let seen = self.last_seen_ms.load(Ordering::Relaxed);
+        let silent = now.saturating_sub(seen);
+        if silent >= millis(timeout) {
+            return Pulse::Dead;
+        }
+        let pinged = self.last_ping_ms.load(Ordering::Relaxed);
+        // A ping after the last sign of life is still unanswered.
+        let unanswered = pinged > seen;
+        if unanswered && now.saturating_sub(pinged - 1) >= millis(late_after) {
+            self.flags.fetch_or(PONG_LATE, Ordering::AcqRel);
+        }
+        let since_ping = if pinged == 0 {
+            now
+        } else {
+            now.saturating_sub(pinged - 1)
+        };
+        if silent >= millis(interval) && since_ping >= millis(interval) {
+            self.last_ping_ms.store(now + 1, Ordering::Relaxed);
+            self.flags.fetch_or(PING_WANTED, Ordering::AcqRel);
+            self.waker.wake();
+            return Pulse::PingAsked;
+        }
+        Pulse::Quiet
+    }
+
+    /// Whether the hub asked for a ping that was not sent yet.
+    pub(crate) fn ping_requested(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & PING_WANTED != 0
+    }
+
+    /// Whether the hub asked for a ping since the last call.
+    pub(crate) fn take_ping_request(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & PING_WANTED != 0
+            && self.flags.fetch_and(!PING_WANTED, Ordering::AcqRel) & PING_WANTED != 0
+    }
+
+    /// The health (SPEC §5): dead once ending; degraded while the outbox is above its
+    /// high-water mark or a pong is late.
+    pub(crate) fn health(&self) -> Health {
+        if self.end_reason.load(Ordering::Acquire) != 0 {
+            return Health::Dead;
+        }
+        if self.flags.load(Ordering::Acquire) & (OUTBOX_HIGH | PONG_LATE) != 0 {
+            Health::Degraded
+        } else {
+            Health::Healthy
+        }
+    }
+
+    /// Marks the outbox as above (or back below) its high-water mark.
+    pub(crate) fn set_outbox_high(&self, high: bool) {
+        let set = self.flags.load(Ordering::Relaxed) & OUTBOX_HIGH != 0;
+        if set != high {
+            if high {
+                self.flags.fetch_or(OUTBOX_HIGH, Ordering::AcqRel);
+            } else {
+                self.flags.fetch_and(!OUTBOX_HIGH, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Whether the outbox was marked above its high-water mark.
+    pub(crate) fn outbox_high(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & OUTBOX_HIGH != 0
     }
 
     /// Asks the transport to end with `reason`; the first reason given wins.
@@ -318,8 +441,7 @@ impl Connection {
             .compare_exchange(0, reason.to_u8(), Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if set {
-            self.health.store(Health::Dead as u8, Ordering::Release);
-            self.end_waker.wake();
+            self.waker.wake();
         }
         set
     }
@@ -328,12 +450,13 @@ impl Connection {
         DisconnectReason::from_u8(self.end_reason.load(Ordering::Acquire))
     }
 
-    /// Ready with the reason once [`end`](Self::end) was called.
+    /// Ready with the reason once [`end`](Self::end) was called. Registers the task for
+    /// the hub's ping requests too.
     pub(crate) fn poll_end(&self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
         if let Some(reason) = self.end_reason() {
             return Poll::Ready(reason);
         }
-        self.end_waker.register(cx.waker());
+        self.waker.register(cx.waker());
         match self.end_reason() {
             Some(reason) => Poll::Ready(reason),
             None => Poll::Pending,
@@ -341,9 +464,14 @@ impl Connection {
     }
 }
 
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inbound::InboundSettings;
 
     #[test]
     fn reasons_round_trip_and_have_distinct_codes() {
@@ -362,8 +490,16 @@ mod tests {
     #[test]
     fn the_first_end_reason_wins() {
         let (tx, _rx) = mpsc::channel(1);
-        let connection =
-            Connection::new(ConnectionId(1), "p".into(), ConnectionKind::Sse, None, tx);
+        let connection = Connection::new(NewConnection {
+            id: ConnectionId(1),
+            player_id: "p".into(),
+            kind: ConnectionKind::Sse,
+            role: Role::Player,
+            session_id: None,
+            heartbeats: false,
+            inbound: InboundBudget::new(&InboundSettings::default()),
+            outbox: tx,
+        });
         assert!(connection.end(DisconnectReason::SlowConsumer));
         assert!(!connection.end(DisconnectReason::ServerShutdown));
         assert_eq!(

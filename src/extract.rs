@@ -42,6 +42,9 @@ pub enum ApiTarget {
     Session(Arc<str>),
     /// `POST`: logs the player out.
     Logout(Arc<str>),
+    /// `POST`: a client message from the identity's own player, for clients that hold only
+    /// an SSE stream (SPEC §6).
+    ClientMessage,
     /// `PUT` adds `player` to `room`, `DELETE` removes it.
     Membership {
         /// The room.
@@ -135,7 +138,9 @@ pub(crate) fn register<B>(
             .detail("player_id", &**requested));
         }
     }
-    let mut registration = Registration::new(identity.player_id_arc().clone(), kind);
+    let mut registration = Registration::new(identity.player_id_arc().clone(), kind)
+        .role(identity.role())
+        .heartbeats(kind == ConnectionKind::WebSocket);
     match request.extensions().get::<Session>() {
         // Resolved by the session layer: the hub re-checks it under its lock.
         Some(session) => {

@@ -57,9 +57,10 @@ pub use connection::{
 pub use error::ApiError;
 pub use extract::{ApiTarget, RequestedPlayer};
 pub use hub::{
-    ConnectionGuard, DeliveryReport, Hub, HubAdmission, HubEvent, HubSettings, Outbox, Presence,
-    RegisterError, Registration, SessionBegun, SessionInfo, SHUTDOWN_GRACE,
+    ConnectionGuard, DeliveryReport, HeartbeatSettings, Hub, HubAdmission, HubEvent, HubSettings,
+    Outbox, Presence, RegisterError, Registration, SessionBegun, SessionInfo, SHUTDOWN_GRACE,
 };
+pub use inbound::{ClientMessage, InboundSettings, MessageHandler};
 pub use limits::ServeSettings;
 pub use message::{Frame, Message};
 pub use serve::{serve, serve_with_settings};

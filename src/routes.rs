@@ -65,6 +65,7 @@ impl Route {
             Self::Api(ApiTarget::Membership { .. }) => "/api/rooms/{room}/members/{player_id}",
             Self::Api(ApiTarget::Session(_)) => "/api/connections/{player_id}/session",
             Self::Api(ApiTarget::Logout(_)) => "/api/connections/{player_id}/logout",
+            Self::Api(ApiTarget::ClientMessage) => "/api/messages",
             Self::Health => "/healthz",
             Self::Metrics => "/metrics",
         }
@@ -80,6 +81,7 @@ pub(crate) struct RouteTable {
     membership: bool,
     health: bool,
     pub(crate) sessions: bool,
+    pub(crate) client_messages: bool,
     pub(crate) metrics: bool,
     pub(crate) metrics_public: bool,
 }
@@ -106,6 +108,7 @@ impl RouteTable {
             membership,
             health,
             sessions: true,
+            client_messages: true,
             metrics: true,
             metrics_public: false,
         }
@@ -148,6 +151,7 @@ impl RouteTable {
             ["api", "connections", player, "logout"] if self.sessions && !player.is_empty() => {
                 name(player).map(|player| Route::Api(ApiTarget::Logout(player)))
             }
+            ["api", "messages"] if self.client_messages => Ok(Route::Api(ApiTarget::ClientMessage)),
             ["api", "ws"] => Ok(Route::WebSocket),
             ["api", "ws", player] if !player.is_empty() => name(player).map(Route::WebSocketOf),
             ["api", "sse"] => Ok(Route::Sse),

@@ -47,6 +47,7 @@ use crate::body::{LayerBody, ResponseBody};
 use crate::error::{ApiError, ErrorType};
 use crate::extract::{allow, answer, require_privileged, RequestedPlayer};
 use crate::hub::Hub;
+use crate::inbound::MessageHandler;
 use crate::routes::{Route, RouteTable};
 use crate::sse::{SseHandler, SseSettings};
 use crate::ws::{WebSocketHandler, WebSocketSettings};
@@ -289,6 +290,8 @@ pub struct DualcastBuilder<L> {
     membership_api: bool,
     health_route: bool,
     sessions_api: bool,
+    client_messages_api: bool,
+    message_handler: Option<MessageHandler>,
     websocket: WebSocketSettings,
     sse: SseSettings,
     max_publish_body: usize,
@@ -353,6 +356,35 @@ impl<L> DualcastBuilder<L> {
     /// Default: on.
     pub fn sessions_api(mut self, on: bool) -> Self {
         self.sessions_api = on;
+        self
+    }
+
+    /// Whether `POST /api/messages` (client messages from SSE-only clients, SPEC §6) is
+    /// served. Default: on.
+    pub fn client_messages_api(mut self, on: bool) -> Self {
+        self.client_messages_api = on;
+        self
+    }
+
+    /// The host's handler of client messages (WebSocket text frames and
+    /// `POST /api/messages` bodies of every type but `ping` and `ack`): a tower
+    /// `Service<ClientMessage>` whose reply, if any, goes back to the sender only. It is
+    /// set on the hub ([`Hub::set_message_handler`]) unless the hub has one already.
+    /// Default: none (such messages get an `UNKNOWN_TYPE` error).
+    ///
+    /// ```
+    /// use dualcast::inbound::{ClientMessage, MessageHandler};
+    /// use dualcast::{AuthLayer, Dualcast, JwtAuthenticator, Message};
+    /// use serde_json::json;
+    ///
+    /// let echo = MessageHandler::from_fn(|message: ClientMessage| async move {
+    ///     Some(Message::json("echo", json!({ "type": message.message_type() })))
+    /// });
+    /// let auth = AuthLayer::new(JwtAuthenticator::hs256(b"a secret of at least 32 bytes....."));
+    /// let (_layer, _hub) = Dualcast::builder(auth).on_message(echo).build();
+    /// ```
+    pub fn on_message(mut self, handler: MessageHandler) -> Self {
+        self.message_handler = Some(handler);
         self
     }
 
@@ -440,6 +472,12 @@ impl<L> DualcastBuilder<L> {
             self.health_route,
         );
         table.sessions = self.sessions_api;
+        table.client_messages = self.client_messages_api;
+        if let Some(handler) = self.message_handler {
+            if !hub.set_message_handler(handler) {
+                tracing::warn!("the hub has a message handler already: it keeps it");
+            }
+        }
         table.metrics = self.metrics_route;
         table.metrics_public = self.metrics_public;
         let (metrics, registry) = self.metrics.unwrap_or_else(|| {
@@ -589,6 +627,8 @@ impl Dualcast<NotFound, Handlers> {
             membership_api: true,
             health_route: true,
             sessions_api: true,
+            client_messages_api: true,
+            message_handler: None,
             websocket: WebSocketSettings::default(),
             sse: SseSettings::default(),
             max_publish_body: 1024 * 1024,

@@ -96,7 +96,7 @@ async fn opening_a_second_connection_of_either_kind_never_closes_the_first() {
 }
 
 #[tokio::test]
-async fn presence_is_online_while_any_connection_lives_and_offline_after_the_last_closes() {
+async fn presence_is_online_while_any_connection_lives_and_reconnecting_after_the_last_closes() {
     let server = TestServer::start().await;
     let mut events = server.hub.subscribe();
     let token = player_token("bob");
@@ -169,10 +169,10 @@ async fn presence_is_online_while_any_connection_lives_and_offline_after_the_las
         next_event(&mut events).await,
         HubEvent::Presence {
             player_id: "bob".into(),
-            presence: Presence::Offline,
+            presence: Presence::Reconnecting,
         }
     );
-    assert_eq!(server.hub.presence("bob"), Presence::Offline);
+    assert_eq!(server.hub.presence("bob"), Presence::Reconnecting);
     assert_eq!(server.hub.connection_count(), 0);
 }
 
@@ -353,7 +353,7 @@ async fn an_sse_client_that_hangs_up_leaves_the_hub_without_waiting_for_a_write(
     drop(sse);
     let (_, reason) = wait_for_disconnect(&mut events).await;
     assert_eq!(reason, DisconnectReason::ClientClosed);
-    assert_eq!(server.hub.presence("ida"), Presence::Offline);
+    assert_eq!(server.hub.presence("ida"), Presence::Reconnecting);
 }
 
 #[tokio::test]

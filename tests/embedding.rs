@@ -131,7 +131,7 @@ async fn a_host_serving_dualcast_through_its_own_hyper_loop_gets_the_same_behavi
         matches!(
             e,
             HubEvent::Presence {
-                presence: dualcast::Presence::Offline,
+                presence: dualcast::Presence::Reconnecting,
                 ..
             }
         )

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use tower::Service;
 
-use super::{publish, read_body, sessions, set_membership, validate_name, Target};
+use super::{messages, publish, read_body, sessions, set_membership, validate_name, Target};
 use crate::body::ResponseBody;
 use crate::error::ApiError;
 use crate::extract::{allow, answer, require_identity, require_privileged, ApiTarget};
@@ -103,6 +103,19 @@ impl PublishApi {
                 validate_name("player_id", &player)?;
                 sessions::require_self_or_privileged(require_identity(&request)?, &player)?;
                 sessions::logout(&self.hub, &player)
+            }
+            ApiTarget::ClientMessage => {
+                allow(&method, &[Method::POST])?;
+                let identity = require_identity(&request)?;
+                let connection = messages::sender_connection(&self.hub, identity, &request)?;
+                let limit = self.hub.inbound_limits().max_message_size;
+                let body = read_body(
+                    request.into_body(),
+                    limit.min(self.settings.max_body),
+                    self.settings.body_timeout,
+                )
+                .await?;
+                messages::post_message(&self.hub, &connection, &body).await
             }
             ApiTarget::Membership { room, player } => {
                 allow(&method, &[Method::PUT, Method::DELETE])?;

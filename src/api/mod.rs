@@ -18,6 +18,7 @@
 //! `Connection: close`.
 
 mod handler;
+mod messages;
 mod sessions;
 
 pub use handler::{PublishApi, PublishFuture};

@@ -64,7 +64,7 @@ impl Admit for Hub {
         let now = Instant::now();
         let mut registry = self.write();
         let registry = &mut *registry;
-        self.forget_idle_players(registry, now);
+        self.expire_players(registry, now);
         let key = shared_key(&registry.players, player_id);
         let player = registry.players.entry(key.clone()).or_default();
         let open = player

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::registry::Player;
 use super::Hub;
-use crate::connection::{Connection, ConnectionKind, DisconnectReason, Health};
+use crate::connection::{Connection, ConnectionKind, DisconnectReason};
 use crate::message::{Frame, Message};
 
 /// What a publish reached (SPEC §4); serializes to the HTTP answer.
@@ -114,7 +114,7 @@ impl Hub {
         report
     }
 
-    fn encode(&self, message: &Message, room: Option<&str>) -> Frame {
+    pub(super) fn encode(&self, message: &Message, room: Option<&str>) -> Frame {
         let sequence = self.inner.next_message.fetch_add(1, Ordering::Relaxed);
         let id: Arc<str> = format!("{}-{sequence}", self.inner.epoch).into();
         Frame::encode(id, message, room)
@@ -146,9 +146,9 @@ impl Hub {
                     let free = connection.outbox.capacity();
                     let capacity = self.inner.settings.outbox_capacity;
                     if free < capacity / 4 {
-                        connection.set_health(Health::Degraded);
-                    } else if free > capacity / 2 && connection.health() == Health::Degraded {
-                        connection.set_health(Health::Healthy);
+                        connection.set_outbox_high(true);
+                    } else if free > capacity / 2 {
+                        connection.set_outbox_high(false);
                     }
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {

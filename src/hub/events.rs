@@ -13,7 +13,11 @@ use crate::connection::{ConnectionId, ConnectionKind, DisconnectReason};
 pub enum Presence {
     /// At least one connection lives.
     Online,
-    /// No connection lives.
+    /// The last connection ended less than the
+    /// [presence grace](super::HubSettings::presence_grace) ago: rooms and session are kept
+    /// and no `offline` has been announced.
+    Reconnecting,
+    /// No connection lives, and the grace period is over (or the player logged out).
     Offline,
 }
 

@@ -64,6 +64,16 @@ impl ConnectionGuard {
         }
     }
 
+    /// The hub's record of the connection.
+    pub(crate) fn connection(&self) -> &Arc<Connection> {
+        &self.connection
+    }
+
+    /// The hub the connection is in.
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
     pub(crate) fn end_watch(&self) -> EndWatch {
         EndWatch(self.connection.clone())
     }

@@ -3,7 +3,7 @@
 //! A player may hold several connections at once, WebSocket and SSE alike; every message
 //! for the player goes to all of them. Room membership belongs to the player, so it holds
 //! across all of its connections and reconnects. A player is online while any connection
-//! lives.
+//! lives, `reconnecting` for a grace period after the last one ends, then offline.
 //!
 //! Transports register through [`Hub::register`], which returns a [`ConnectionGuard`]
 //! and the connection's [`Outbox`]. Dropping the guard is the only way a connection leaves
@@ -14,7 +14,9 @@
 //!
 //! The modules follow the concerns: `registry` (registration and removal), `delivery`
 //! (publishing and reports), `rooms`, `events` (what subscribers hear), `guard` (a
-//! connection's life), `deadlines` (credential expiry).
+//! connection's life), `sessions`, `presence` (grace and state TTL), `heartbeat`,
+//! `inbound` (client messages), `deadlines` (credential expiry) and `keeper` (the one timer
+//! task that does what is due).
 //!
 //! ```
 //! use dualcast::{ConnectionKind, Hub, Message, Presence, Registration};
@@ -32,7 +34,8 @@
 //!
 //! assert_eq!(hub.presence("alice"), Presence::Online);
 //! drop(guard);
-//! assert_eq!(hub.presence("alice"), Presence::Offline);
+//! // Within the grace period a reconnect keeps the player's rooms and session.
+//! assert_eq!(hub.presence("alice"), Presence::Reconnecting);
 //! # });
 //! ```
 
@@ -41,6 +44,10 @@ mod deadlines;
 mod delivery;
 mod events;
 mod guard;
+mod heartbeat;
+mod inbound;
+mod keeper;
+mod presence;
 mod registry;
 mod rooms;
 mod sessions;
@@ -59,11 +66,14 @@ pub use delivery::DeliveryReport;
 pub use events::{HubEvent, Presence};
 pub(crate) use guard::EndWatch;
 pub use guard::{ConnectionGuard, Outbox};
+pub use heartbeat::HeartbeatSettings;
+pub(crate) use inbound::{Content, Received};
 pub use registry::{RegisterError, Registration};
 pub(crate) use sessions::mint_session_id;
 pub use sessions::{SessionBegun, SessionInfo};
 
 use crate::connection::{ConnectionInfo, DisconnectReason};
+use crate::inbound::{InboundSettings, MessageHandler};
 use dualcast_layers::metrics::Observer;
 use registry::Registry;
 
@@ -78,8 +88,12 @@ pub struct HubSettings {
     event_capacity: usize,
     pub(super) strict_sessions: bool,
     pub(super) remembered_sessions: usize,
-    pub(super) session_ttl: Duration,
+    pub(super) state_ttl: Duration,
+    pub(super) presence_grace: Duration,
+    pub(super) heartbeat: HeartbeatSettings,
+    pub(super) inbound: InboundSettings,
     pub(super) observer: Option<Arc<dyn Observer>>,
+    pub(super) message_handler: Option<MessageHandler>,
 }
 
 impl Default for HubSettings {
@@ -89,8 +103,12 @@ impl Default for HubSettings {
             event_capacity: 1024,
             strict_sessions: false,
             remembered_sessions: 16,
-            session_ttl: Duration::from_secs(300),
+            state_ttl: Duration::from_secs(300),
+            presence_grace: Duration::from_secs(10),
+            heartbeat: HeartbeatSettings::default(),
+            inbound: InboundSettings::default(),
             observer: None,
+            message_handler: None,
         }
     }
 }
@@ -102,8 +120,12 @@ impl fmt::Debug for HubSettings {
             .field("event_capacity", &self.event_capacity)
             .field("strict_sessions", &self.strict_sessions)
             .field("remembered_sessions", &self.remembered_sessions)
-            .field("session_ttl", &self.session_ttl)
+            .field("state_ttl", &self.state_ttl)
+            .field("presence_grace", &self.presence_grace)
+            .field("heartbeat", &self.heartbeat)
+            .field("inbound", &self.inbound)
             .field("observer", &self.observer.is_some())
+            .field("message_handler", &self.message_handler.is_some())
             .finish()
     }
 }
@@ -143,11 +165,44 @@ impl HubSettings {
         self
     }
 
-    /// How long a player's session (and the sessions it replaced) outlive its last
-    /// connection; then the player is forgotten, unless it is in a room. Default: 5 minutes
-    /// (SPEC §5's state TTL).
-    pub fn session_ttl(mut self, ttl: Duration) -> Self {
-        self.session_ttl = ttl;
+    /// How long a player's state (its session, the sessions it replaced, its rooms) is kept
+    /// once it is offline, so that a reconnect restores it; then the player is forgotten.
+    /// The clock starts when the presence grace ends (or at once, for a player that never
+    /// connected, e.g. one put in a room by the API). Default: 5 minutes (SPEC §5).
+    pub fn state_ttl(mut self, ttl: Duration) -> Self {
+        self.state_ttl = ttl;
+        self
+    }
+
+    /// How long a player whose last connection ended stays `reconnecting` (no `offline`
+    /// event; rooms and session kept) before it is `offline`. A logout skips it. Zero turns
+    /// the grace off. Default: 10 s (SPEC §5).
+    pub fn presence_grace(mut self, grace: Duration) -> Self {
+        self.presence_grace = grace;
+        self
+    }
+
+    /// When connections registered with
+    /// [`heartbeats`](Registration::heartbeats) (every WebSocket) are pinged and when they
+    /// are given up. Default: [`HeartbeatSettings::default`] (ping after 25 s of quiet, end
+    /// after 60 s of silence).
+    pub fn heartbeat(mut self, heartbeat: HeartbeatSettings) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// Limits on what clients send (size, rate, messages in the handler at once).
+    /// Default: [`InboundSettings::default`].
+    pub fn inbound(mut self, inbound: InboundSettings) -> Self {
+        self.inbound = inbound;
+        self
+    }
+
+    /// The host's handler of client messages (SPEC §6); see [`Hub::set_message_handler`].
+    /// Default: none (a client message of a type the hub does not handle itself is answered
+    /// with an `UNKNOWN_TYPE` error).
+    pub fn message_handler(mut self, handler: MessageHandler) -> Self {
+        self.message_handler = Some(handler);
         self
     }
 
@@ -185,15 +240,17 @@ struct Inner {
     /// Set (and waiters woken) once a [`Hub::shutdown_on`] future finished draining.
     drained: AtomicBool,
     drained_notify: Notify,
-    /// Wakes the credential-deadline keeper: a new earliest deadline, or the hub is gone.
-    deadline_changed: Arc<Notify>,
+    /// Wakes the keeper: something is due earlier than it thought, or the hub is gone.
+    keeper_wake: Arc<Notify>,
     /// Set once: by the settings, or by [`Hub::set_observer`].
     observer: OnceLock<Arc<dyn Observer>>,
+    /// Set once: by the settings, or by [`Hub::set_message_handler`].
+    message_handler: OnceLock<MessageHandler>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.deadline_changed.notify_one();
+        self.keeper_wake.notify_one();
     }
 }
 
@@ -229,6 +286,7 @@ impl Hub {
     pub fn with_settings(settings: HubSettings) -> Self {
         let (events, _) = broadcast::channel(settings.event_capacity);
         let observer = settings.observer.clone();
+        let message_handler = settings.message_handler.clone();
         let hub = Self {
             inner: Arc::new(Inner {
                 epoch: random_epoch().into_boxed_str(),
@@ -243,14 +301,34 @@ impl Hub {
                 keeper_started: AtomicBool::new(false),
                 drained: AtomicBool::new(false),
                 drained_notify: Notify::new(),
-                deadline_changed: Arc::new(Notify::new()),
+                keeper_wake: Arc::new(Notify::new()),
                 observer: OnceLock::new(),
+                message_handler: OnceLock::new(),
             }),
         };
         if let Some(observer) = observer {
             hub.set_observer(observer);
         }
+        if let Some(handler) = message_handler {
+            hub.set_message_handler(handler);
+        }
         hub
+    }
+
+    /// Hands the client messages the hub does not handle itself (every type but `ping` and
+    /// `ack`) to `handler`, unless the hub has a handler already; returns whether this one
+    /// was taken. The handler's reply, if any, goes back to the sending connection only (or
+    /// into the HTTP answer of `POST /api/messages`).
+    ///
+    /// The handler gets the hub in each [`ClientMessage`](crate::inbound::ClientMessage), so
+    /// it need not hold one (a handler stored in the hub that holds the hub would keep it
+    /// alive forever).
+    pub fn set_message_handler(&self, handler: MessageHandler) -> bool {
+        self.inner.message_handler.set(handler).is_ok()
+    }
+
+    pub(super) fn message_handler(&self) -> Option<&MessageHandler> {
+        self.inner.message_handler.get()
     }
 
     /// Reports what only the hub sees to `observer` (see [`HubSettings::observer`]), unless
@@ -268,15 +346,6 @@ impl Hub {
     #[must_use]
     pub fn epoch(&self) -> &str {
         &self.inner.epoch
-    }
-
-    /// Whether `player_id` has a live connection.
-    #[must_use]
-    pub fn presence(&self, player_id: &str) -> Presence {
-        match self.read().players.get(player_id) {
-            Some(player) if !player.connections.is_empty() => Presence::Online,
-            _ => Presence::Offline,
-        }
     }
 
     /// The live connections of `player_id`, oldest first.
@@ -433,3 +502,6 @@ mod tests;
 
 #[cfg(test)]
 mod session_tests;
+
+#[cfg(test)]
+mod liveness_tests;

@@ -7,16 +7,20 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use dualcast_layers::session::SessionRefused;
-use dualcast_layers::OwnedLeases;
+use dualcast_layers::{OwnedLeases, Role};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::deadlines::Deadlines;
-use super::events::{HubEvent, Presence};
+use super::events::HubEvent;
 use super::guard::{ConnectionGuard, Outbox};
+use super::presence::PlayerQueue;
 use super::sessions::CurrentSession;
 use super::Hub;
-use crate::connection::{Connection, ConnectionId, ConnectionKind, DisconnectReason};
+use crate::connection::{
+    Connection, ConnectionId, ConnectionKind, DisconnectReason, NewConnection,
+};
+use crate::inbound::InboundBudget;
 
 /// Everything the hub is told about a connection when it opens; see [`Hub::register`].
 ///
@@ -45,6 +49,8 @@ pub struct Registration {
     pub(super) session: Option<Arc<str>>,
     pub(super) credential_deadline: Option<Instant>,
     pub(super) requested_at: Option<std::time::Instant>,
+    pub(super) role: Role,
+    pub(super) heartbeats: bool,
     pub(super) leases: OwnedLeases,
 }
 
@@ -57,8 +63,28 @@ impl Registration {
             session: None,
             credential_deadline: None,
             requested_at: None,
+            role: Role::Player,
+            heartbeats: false,
             leases: OwnedLeases::default(),
         }
+    }
+
+    /// The role of the identity that opened the connection, which the host's message
+    /// handler sees ([`ClientMessage::role`](crate::inbound::ClientMessage::role)).
+    /// Default: [`Role::Player`].
+    pub fn role(mut self, role: Role) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// Whether the hub pings this connection and ends it when it falls silent
+    /// ([`HeartbeatSettings`](super::HeartbeatSettings)): the hub wakes the transport when a
+    /// ping is due, and the transport sends it (what [`WebSocketHandler`](crate::WebSocketHandler)
+    /// does) and calls [`ConnectionGuard::touch`] on every frame from the client. Needs a
+    /// tokio runtime. Default: off (SSE streams send keep-alive comments instead).
+    pub fn heartbeats(mut self, on: bool) -> Self {
+        self.heartbeats = on;
+        self
     }
 
     /// The game session the connection names (SPEC §3): it joins it if it is the player's
@@ -130,9 +156,13 @@ pub(super) struct Registry {
     pub(super) rooms: HashMap<Arc<str>, HashSet<Arc<str>>>,
     pub(super) connections: usize,
     pub(super) deadlines: Deadlines,
-    /// Players that became idle (no connection, none being admitted), oldest first: see
-    /// `Hub::forget_idle_players`.
-    pub(super) idle: VecDeque<(Instant, Arc<str>)>,
+    /// Players that became idle (no connection, none being admitted), oldest first (see
+    /// `presence`).
+    pub(super) idle: PlayerQueue,
+    /// Players in their presence grace period, by its end.
+    pub(super) grace: PlayerQueue,
+    /// Live connections the hub pings.
+    pub(super) heartbeats: usize,
 }
 
 #[derive(Default)]
@@ -147,6 +177,8 @@ pub(super) struct Player {
     pub(super) admitting: usize,
     /// Since when it has had no connection and none being admitted.
     pub(super) idle_since: Option<Instant>,
+    /// The end of its presence grace period, while it is `reconnecting`.
+    pub(super) reconnecting_until: Option<Instant>,
 }
 
 impl Player {
@@ -171,10 +203,12 @@ impl Hub {
             session,
             credential_deadline,
             requested_at,
+            role,
+            heartbeats,
             mut leases,
         } = registration;
-        if credential_deadline.is_some() {
-            self.start_deadline_keeper()?;
+        if credential_deadline.is_some() || heartbeats {
+            self.start_keeper()?;
         }
         let (sender, receiver) = mpsc::channel(self.inner.settings.outbox_capacity);
         let id = ConnectionId(self.inner.next_connection.fetch_add(1, Ordering::Relaxed));
@@ -194,13 +228,16 @@ impl Hub {
                 Some((stored, _)) => stored.clone(),
                 None => player,
             };
-            let connection = Arc::new(Connection::new(
+            let connection = Arc::new(Connection::new(NewConnection {
                 id,
-                player_id.clone(),
+                player_id: player_id.clone(),
                 kind,
-                Some(session),
-                sender,
-            ));
+                role,
+                session_id: Some(session),
+                heartbeats,
+                inbound: InboundBudget::new(&self.inner.settings.inbound),
+                outbox: sender,
+            }));
             let entry = registry.players.entry(player_id.clone()).or_default();
             entry.connections.push(connection.clone());
             entry.idle_since = None;
@@ -209,10 +246,16 @@ impl Hub {
             }
             let came_online = entry.connections.len() == 1;
             registry.connections += 1;
+            let mut wake_keeper = false;
+            if heartbeats {
+                registry.heartbeats += 1;
+                wake_keeper = registry.heartbeats == 1;
+            }
             if let Some(deadline) = credential_deadline {
-                if registry.deadlines.insert(deadline, &connection) {
-                    self.inner.deadline_changed.notify_one();
-                }
+                wake_keeper |= registry.deadlines.insert(deadline, &connection);
+            }
+            if wake_keeper {
+                self.inner.keeper_wake.notify_one();
             }
             self.inner.guards.fetch_add(1, Ordering::AcqRel);
             self.emit(HubEvent::Connected {
@@ -221,10 +264,7 @@ impl Hub {
                 kind,
             });
             if came_online {
-                self.emit(HubEvent::Presence {
-                    player_id,
-                    presence: Presence::Online,
-                });
+                self.came_online(registry, &player_id);
             }
             connection
         };
@@ -311,12 +351,10 @@ impl Hub {
         if player.connections.len() == before {
             return;
         }
-        let went_offline = player.connections.is_empty();
+        let went_away = player.connections.is_empty();
         registry.connections -= 1;
-        if went_offline {
-            // Kept for the session TTL (its session must outlive a reconnect), then forgotten.
-            self.mark_idle_if_unused(registry, &connection.player_id, Instant::now());
-            self.forget_idle_players(registry, Instant::now());
+        if connection.has_heartbeats() {
+            registry.heartbeats -= 1;
         }
         // Under the lock, like `register`'s events.
         self.emit(HubEvent::Disconnected {
@@ -325,11 +363,16 @@ impl Hub {
             kind: connection.kind,
             reason,
         });
-        if went_offline {
-            self.emit(HubEvent::Presence {
-                player_id: connection.player_id.clone(),
-                presence: Presence::Offline,
-            });
+        if went_away {
+            let now = Instant::now();
+            self.went_away(
+                registry,
+                &connection.player_id,
+                reason == DisconnectReason::Logout,
+            );
+            // Its state is kept through the grace and the state TTL, then forgotten.
+            self.mark_idle_if_unused(registry, &connection.player_id, now);
+            self.expire_players(registry, now);
         }
     }
 }

@@ -4,14 +4,20 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use super::{shared_key, Hub};
 
 impl Hub {
-    /// Adds `player_id` to `room`; membership holds across all of its connections, and
-    /// while it has none. Returns `true` if it was not a member yet.
+    /// Adds `player_id` to `room`; membership holds across all of its connections and
+    /// reconnects. A player that has no connection keeps it for the presence grace and the
+    /// [state TTL](super::HubSettings::state_ttl) unless it connects. Returns `true` if it
+    /// was not a member yet.
     pub fn join_room(&self, player_id: &str, room: &str) -> bool {
+        let now = Instant::now();
         let mut registry = self.write();
         let registry = &mut *registry;
+        self.expire_players(registry, now);
         let player_key = shared_key(&registry.players, player_id);
         let room_key = shared_key(&registry.rooms, room);
         let player = registry.players.entry(player_key.clone()).or_default();
@@ -23,6 +29,7 @@ impl Hub {
             .entry(room_key)
             .or_default()
             .insert(player_key);
+        self.mark_idle_if_unused(registry, player_id, now);
         true
     }
 
@@ -45,6 +52,15 @@ impl Hub {
             }
         }
         true
+    }
+
+    /// Whether `player_id` is a member of `room`.
+    #[must_use]
+    pub fn is_member(&self, room: &str, player_id: &str) -> bool {
+        self.read()
+            .rooms
+            .get(room)
+            .is_some_and(|members| members.contains(player_id))
     }
 
     /// The members of `room`, sorted.

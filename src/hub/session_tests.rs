@@ -199,8 +199,11 @@ fn admission_counts_live_connections_and_those_in_flight_but_not_ending_ones() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_player_with_no_connection_room_or_session_left_is_forgotten() {
-    let hub = Hub::builder().session_ttl(Duration::from_secs(60)).build();
+async fn a_player_whose_state_ttl_ran_out_is_forgotten_with_its_session_and_rooms() {
+    let hub = Hub::builder()
+        .presence_grace(Duration::from_secs(10))
+        .state_ttl(Duration::from_secs(50))
+        .build();
     drop(open(&hub, "alice", Some("s1")));
     drop(open(&hub, "alice", Some("s2")));
     assert_eq!(hub.session_of("alice").session_id.as_deref(), Some("s2"));
@@ -213,6 +216,10 @@ async fn a_player_with_no_connection_room_or_session_left_is_forgotten() {
     drop(open(&hub, "bob", None)); // any write sweeps what is due
     assert_eq!(hub.session_of("alice").session_id, None);
     assert_eq!(hub.session_of("carol").session_id, None);
+    assert!(
+        hub.room_members("lobby").is_empty(),
+        "carol's rooms are gone"
+    );
     let registry = hub.read();
     assert!(
         !registry.players.contains_key("alice"),
@@ -220,8 +227,8 @@ async fn a_player_with_no_connection_room_or_session_left_is_forgotten() {
     );
     assert!(!registry.players.contains_key("dave"), "dave is forgotten");
     assert!(
-        registry.players.contains_key("carol"),
-        "carol is still in a room"
+        !registry.players.contains_key("carol"),
+        "carol is forgotten"
     );
     assert!(
         registry.players.contains_key("bob"),

@@ -10,9 +10,9 @@
 //!
 //! Replaced sessions are remembered per player, at most
 //! [`HubSettings::remembered_sessions`](super::HubSettings::remembered_sessions) of them.
-//! A player's session state outlives its last connection by
-//! [`HubSettings::session_ttl`](super::HubSettings::session_ttl); then the player is
-//! forgotten (unless it is in a room).
+//! A player's session outlives its last connection: it is kept through the presence grace
+//! and then for the [state TTL](super::HubSettings::state_ttl), so that a reconnect finds
+//! it (see `presence`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -78,7 +78,7 @@ impl Hub {
         named: Option<&str>,
     ) -> Result<(Arc<str>, SessionOutcome), SessionRefused> {
         let now = Instant::now();
-        self.forget_idle_players(registry, now);
+        self.expire_players(registry, now);
         let strict = self.inner.settings.strict_sessions;
         let current = registry
             .players
@@ -198,7 +198,7 @@ impl Hub {
         let now = Instant::now();
         let mut registry = self.write();
         let registry = &mut *registry;
-        self.forget_idle_players(registry, now);
+        self.expire_players(registry, now);
         if let Some(player) = registry.players.get_mut(player_id) {
             if player.replaced.iter().any(|old| **old == *session_id) {
                 return Err(SessionRefused::Stale);
@@ -293,58 +293,6 @@ impl Hub {
             .players
             .get_mut(player_id)
             .expect("inserted just above when missing")
-    }
-
-    /// Starts the player's idle clock if it has no connection and none being admitted: its
-    /// session state is forgotten [`session_ttl`](super::HubSettings::session_ttl) later
-    /// unless a connection comes.
-    pub(super) fn mark_idle_if_unused(
-        &self,
-        registry: &mut Registry,
-        player_id: &str,
-        now: Instant,
-    ) {
-        let key = shared_key(&registry.players, player_id);
-        let Some(player) = registry.players.get_mut(player_id) else {
-            return;
-        };
-        if player.is_unused() && player.idle_since.is_none() {
-            player.idle_since = Some(now);
-            registry.idle.push_back((now, key));
-        }
-    }
-
-    /// Forgets the session state of players idle for longer than the session TTL, and the
-    /// players themselves unless they are in a room. Runs on every write that touches
-    /// sessions or connections, so it costs a queue peek when nothing is due.
-    pub(super) fn forget_idle_players(&self, registry: &mut Registry, now: Instant) {
-        let ttl = self.inner.settings.session_ttl;
-        while let Some((since, _)) = registry.idle.front() {
-            if now.saturating_duration_since(*since) < ttl {
-                break;
-            }
-            let Some((since, player_id)) = registry.idle.pop_front() else {
-                break;
-            };
-            let Some(player) = registry.players.get_mut(&*player_id) else {
-                continue;
-            };
-            // A stale entry: the player went idle again later, with an entry of its own.
-            if player.idle_since != Some(since) {
-                continue;
-            }
-            if !player.is_unused() {
-                // It came back; its next idle spell gets a new entry.
-                player.idle_since = None;
-                continue;
-            }
-            player.session = None;
-            player.replaced = VecDeque::new();
-            player.idle_since = None;
-            if player.rooms.is_empty() {
-                registry.players.remove(&*player_id);
-            }
-        }
     }
 }
 

@@ -8,9 +8,12 @@
 //! flushes once per batch, reads the client's frames, and ends the connection with a close
 //! frame carrying the reason's code (e.g. `4005 slow_consumer`, `1001 server_shutdown`).
 
+mod frame_limit;
 mod handler;
 
 pub use handler::WebSocketHandler;
+
+use frame_limit::FrameLimit;
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -34,7 +37,8 @@ use tokio_tungstenite::WebSocketStream;
 use crate::body::ResponseBody;
 use crate::connection::DisconnectReason;
 use crate::error::{ApiError, ErrorType};
-use crate::hub::{ConnectionGuard, Outbox};
+use crate::hub::{ConnectionGuard, Content, Outbox, Received};
+use crate::inbound::Transport;
 use crate::limits::Counted;
 use crate::message::Frame;
 use crate::write_batch::WriteBatch;
@@ -88,8 +92,13 @@ impl WebSocketSettings {
         self
     }
 
-    /// Largest message or frame a client may send, in bytes. Default: 64 KiB
-    /// (SPEC §6). Larger input ends the connection with `protocol_error`.
+    /// Largest frame a client may send, in bytes. Default: 64 KiB (SPEC §6). A larger
+    /// single-frame message (up to 16 MiB) is skipped unread and answered with a
+    /// `MESSAGE_TOO_LARGE` error, and the connection stays; a larger fragment, a message of
+    /// fragments above it, or a frame over 16 MiB ends the connection with
+    /// `protocol_error`. The hub's
+    /// [`InboundSettings::max_message_size`](crate::inbound::InboundSettings) applies to
+    /// the text too.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
         self
@@ -248,14 +257,15 @@ async fn run(
     // its boxed IO are freed. Any other server's IO stays wrapped.
     match upgraded.downcast::<TokioIo<Counted<TcpStream>>>() {
         Ok(parts) => {
-            let stream = parts.io.into_inner();
+            let mut stream = FrameLimit::new(parts.io.into_inner(), settings.max_message_size);
             // Bytes the client sent after its handshake, if any; copied out so that the
             // buffer they sit in (hyper's whole read buffer) is freed now.
             let early = (!parts.read_buf.is_empty()).then(|| parts.read_buf.to_vec());
             drop(parts.read_buf);
             let socket = match early {
                 None => WebSocketStream::from_raw_socket(stream, Role::Server, config).await,
-                Some(early) => {
+                Some(mut early) => {
+                    stream.filter_early(&mut early);
                     WebSocketStream::from_partially_read(stream, early, Role::Server, config).await
                 }
             };
@@ -264,7 +274,7 @@ async fn run(
             tokio::spawn(drive(socket, guard, outbox, &settings));
         }
         Err(upgraded) => {
-            let io = TokioIo::new(upgraded);
+            let io = FrameLimit::new(TokioIo::new(upgraded), settings.max_message_size);
             let socket = WebSocketStream::from_raw_socket(io, Role::Server, config).await;
             tokio::spawn(drive(socket, guard, outbox, &settings));
         }
@@ -272,8 +282,8 @@ async fn run(
 }
 
 /// Runs an open WebSocket until it ends, then closes it.
-fn drive<S: AsyncRead + AsyncWrite + Unpin>(
-    socket: WebSocketStream<S>,
+fn drive<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    socket: WebSocketStream<FrameLimit<S>>,
     guard: ConnectionGuard,
     outbox: Outbox,
     settings: &WebSocketSettings,
@@ -301,7 +311,7 @@ fn drive<S: AsyncRead + AsyncWrite + Unpin>(
 /// the socket, every ready one in one `writev`.
 struct Live<S> {
     guard: ConnectionGuard,
-    socket: WebSocketStream<S>,
+    socket: WebSocketStream<FrameLimit<S>>,
     outbox: Outbox,
     /// Frames being written.
     batch: WriteBatch<Frame>,
@@ -350,21 +360,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
 
     /// Reads and writes as far as the socket allows; ready with a reason when it ends.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
-        // While a batch is half written, tungstenite must not write (a pong, say) into the
-        // middle of a frame, and it may when reading; so reading waits for the batch.
-        if !self.batch.is_half_written() {
-            // Pongs the socket would not take when they were queued: tungstenite's own read
-            // does not retry them, so they are retried here until they are out.
-            if self.pong_backlog > 0 {
-                if let Poll::Ready(Err(_)) = self.poll_control_frames(cx) {
-                    return Poll::Ready(DisconnectReason::ClientClosed);
+        loop {
+            // While a batch is half written, tungstenite must not write (a pong or a ping,
+            // say) into the middle of a frame, and it may when reading; so reading waits
+            // for the batch.
+            if !self.batch.is_half_written() {
+                // Pongs the socket would not take when they were queued: tungstenite's own
+                // read does not retry them, so they are retried here until they are out.
+                if self.pong_backlog > 0 {
+                    if let Poll::Ready(Err(_)) = self.poll_control_frames(cx) {
+                        return Poll::Ready(DisconnectReason::ClientClosed);
+                    }
+                }
+                // The hub's heartbeat sweep asked for a ping (and woke this task).
+                if self.guard.connection().take_ping_request() {
+                    let _ = self
+                        .socket
+                        .start_send_unpin(WsMessage::Ping(Default::default()));
+                    if let Poll::Ready(reason) = self.poll_control(0, cx) {
+                        return Poll::Ready(reason);
+                    }
+                }
+                if let Poll::Ready(reason) = self.poll_read(cx) {
+                    return Poll::Ready(reason);
                 }
             }
-            if let Poll::Ready(reason) = self.poll_read(cx) {
-                return Poll::Ready(reason);
+            let written = self.poll_write(cx);
+            // A ping asked for while a batch was half written goes out once it is whole.
+            if written.is_ready()
+                || self.batch.is_half_written()
+                || !self.guard.connection().ping_requested()
+            {
+                return written;
             }
         }
-        self.poll_write(cx)
     }
 
     /// Writes out whatever tungstenite queued (pongs, the answer to a close frame); once
@@ -385,7 +414,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
                 }
                 Poll::Ready(Some(Ok(WsMessage::Ping(payload)))) => {
                     self.guard.touch();
-                    if let Poll::Ready(reason) = self.poll_pong(payload.len(), cx) {
+                    if let Poll::Ready(reason) = self.poll_control(payload.len(), cx) {
+                        return Poll::Ready(reason);
+                    }
+                }
+                Poll::Ready(Some(Ok(WsMessage::Text(text)))) => {
+                    self.guard.touch();
+                    let content = match self.oversized(text.is_empty()) {
+                        Some(oversized) => oversized,
+                        None => Content::Text(text.as_str()),
+                    };
+                    if let Some(reason) = self.receive(content) {
+                        return Poll::Ready(reason);
+                    }
+                }
+                Poll::Ready(Some(Ok(WsMessage::Binary(bytes)))) => {
+                    self.guard.touch();
+                    let content = self.oversized(bytes.is_empty()).unwrap_or(Content::Binary);
+                    if let Some(reason) = self.receive(content) {
                         return Poll::Ready(reason);
                     }
                 }
@@ -401,10 +447,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
         }
     }
 
-    /// Sends the pong tungstenite queued for a ping of `payload` bytes. A client that pings
-    /// without reading leaves the pongs piling up in the server; past the
-    /// [backlog bound](WebSocketSettings::max_pong_backlog) it is a slow consumer.
-    fn poll_pong(&mut self, payload: usize, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
+    /// The frame the frame limit discarded, when an `empty` message stands for it.
+    fn oversized(&mut self, empty: bool) -> Option<Content<'static>> {
+        if !empty {
+            return None;
+        }
+        let size = self.socket.get_mut().take_oversized()?;
+        Some(Content::Oversized {
+            size,
+            limit: self.socket.get_ref().limit(),
+        })
+    }
+
+    /// Hands a client message to the hub and sends its answer back to this connection;
+    /// a reason when the connection must end.
+    fn receive(&mut self, content: Content<'_>) -> Option<DisconnectReason> {
+        let hub = self.guard.hub();
+        let connection = self.guard.connection();
+        match hub.receive(connection, content, Transport::WebSocket) {
+            Received::Reply(message) => hub.reply(connection, &message),
+            Received::Refused(error) => hub.reply(connection, &error.to_message()),
+            Received::Handling(reply) => {
+                let (hub, connection) = (hub.clone(), connection.clone());
+                tokio::spawn(async move {
+                    if let Some(message) = reply.await {
+                        hub.reply(&connection, &message);
+                    }
+                });
+            }
+            Received::Taken => {}
+            Received::Ended => return Some(DisconnectReason::ProtocolError),
+        }
+        None
+    }
+
+    /// Sends the control frame tungstenite queued (a pong for a ping of `payload` bytes, or
+    /// our own empty ping). A client that pings without reading leaves the pongs piling up
+    /// in the server; past the [backlog bound](WebSocketSettings::max_pong_backlog) it is a
+    /// slow consumer.
+    fn poll_control(&mut self, payload: usize, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
         let frame = u32::try_from(payload + 2).unwrap_or(u32::MAX);
         self.pong_backlog = self.pong_backlog.saturating_add(frame);
         match self.poll_control_frames(cx) {
@@ -519,7 +600,9 @@ mod tests {
         let stream = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let socket = WebSocketStream::from_raw_socket(stream, Role::Server, None).await;
+        let socket =
+            WebSocketStream::from_raw_socket(FrameLimit::new(stream, 1024), Role::Server, None)
+                .await;
         let socket_size = std::mem::size_of_val(&socket);
         let task = drive(socket, guard, outbox, &WebSocketSettings::default());
         let task_size = std::mem::size_of_val(&task);
@@ -550,9 +633,12 @@ mod tests {
         }
         let (guard, outbox) = hub.register(registration).unwrap();
         let (client, server) = tokio::io::duplex(capacity);
-        let server =
-            WebSocketStream::from_raw_socket(server, Role::Server, Some(settings.tungstenite()))
-                .await;
+        let server = WebSocketStream::from_raw_socket(
+            FrameLimit::new(server, settings.max_message_size),
+            Role::Server,
+            Some(settings.tungstenite()),
+        )
+        .await;
         let task = tokio::spawn(drive(server, guard, outbox, settings));
         (client, hub, events, task)
     }
@@ -810,6 +896,18 @@ mod tests {
             }
         }
 
+        /// Whether `message` is an envelope the server answers a client message with.
+        fn is_reply(message: &WsMessage) -> bool {
+            let WsMessage::Text(text) = message else {
+                return false;
+            };
+            let envelope: serde_json::Value = match serde_json::from_str(text.as_str()) {
+                Ok(envelope) => envelope,
+                Err(_) => return false,
+            };
+            matches!(envelope["type"].as_str(), Some("error" | "pong"))
+        }
+
         /// Runs a connection that reads `input` and then the end of the client's bytes;
         /// the reason it ended and what it wrote.
         fn run_connection(input: &[u8]) -> (DisconnectReason, Vec<u8>) {
@@ -896,7 +994,8 @@ mod tests {
                 prop_assert!(end.is_ok(), "the server wrote a broken frame: {end:?}");
                 for message in &messages {
                     prop_assert!(
-                        matches!(message, WsMessage::Pong(_) | WsMessage::Close(_)),
+                        matches!(message, WsMessage::Pong(_) | WsMessage::Close(_))
+                            || is_reply(message),
                         "unexpected {message:?}"
                     );
                 }
