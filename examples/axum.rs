@@ -8,7 +8,11 @@
 //! curl -c jar http://127.0.0.1:3000/login/alice
 //! curl -b jar -N http://127.0.0.1:3000/rt/api/sse          # alice's stream, by cookie
 //! curl -b jar -d 'hello' http://127.0.0.1:3000/announce    # the app publishes to everyone
+//! curl -b jar -d '{"type":"whoami"}' http://127.0.0.1:3000/rt/api/messages  # while the stream is open
 //! ```
+//!
+//! Client messages (WebSocket text frames, or `POST /rt/api/messages` from an SSE-only
+//! client) go to the app's handler with the identity its cookie login gave.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +22,10 @@ use axum::http::{header, request::Parts, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use dualcast::{AuthError, AuthLayer, Dualcast, Hub, Identity, Message, Role};
+use dualcast::error::ErrorType;
+use dualcast::{
+    AuthError, AuthLayer, ClientMessage, Dualcast, Hub, Identity, Message, MessageHandler, Role,
+};
 
 /// The app's own session table: cookie value → player.
 type Sessions = Arc<Mutex<HashMap<String, String>>>;
@@ -35,7 +42,10 @@ async fn main() -> std::io::Result<()> {
             Ok(Identity::new(player, Role::Player))
         }
     });
-    let (realtime, hub) = Dualcast::builder(auth).prefix("/rt").build();
+    let (realtime, hub) = Dualcast::builder(auth)
+        .prefix("/rt")
+        .on_message(MessageHandler::from_fn(whoami))
+        .build();
     let app = Router::new()
         .route("/login/{player}", get(login))
         .route("/announce", post(announce))
@@ -79,6 +89,22 @@ async fn announce(State((sessions, hub)): AppState, headers: HeaderMap, text: St
     }
     let report = hub.broadcast_global(&Message::json("announcement", text.into()), &[]);
     format!("delivered to {} connections\n", report.delivered).into_response()
+}
+
+/// The app's handler of client messages: `whoami` is answered with the sender's identity.
+async fn whoami(message: ClientMessage) -> Option<Message> {
+    if message.message_type() != "whoami" {
+        return Some(message.error_reply(
+            ErrorType::ValidationError,
+            "UNKNOWN_TYPE",
+            "this app answers `whoami` only",
+        ));
+    }
+    let reply = serde_json::json!({
+        "player": message.player_id(),
+        "connection": message.connection_id().map(|id| id.to_string()),
+    });
+    Some(Message::json("you_are", reply))
 }
 
 /// The player whose `session` cookie the request carries.

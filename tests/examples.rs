@@ -251,7 +251,7 @@ async fn sigint_shuts_the_example_server_down_counting_its_realtime_connections(
 // The axum example.
 
 #[tokio::test]
-async fn the_axum_example_serves_cookie_sessions_its_own_404_and_stops_on_sigint() {
+async fn the_axum_example_serves_cookie_sessions_client_messages_its_own_404_and_stops_on_sigint() {
     let mut app = Example::start("axum", &[]);
     let addr = app.listening_address().await;
 
@@ -285,6 +285,27 @@ async fn the_axum_example_serves_cookie_sessions_its_own_404_and_stops_on_sigint
         assert_eq!(envelope["type"], "announcement");
         assert_eq!(envelope["data"], "hello");
     }
+
+    // Client messages reach the app's handler with the identity of its cookie login: over
+    // the WebSocket, and over HTTP for the SSE stream.
+    ws.send_json(&serde_json::json!({"type": "whoami", "id": "w1"}))
+        .await;
+    let reply = ws.next_json().await;
+    assert_eq!(
+        (reply["type"].as_str(), reply["data"]["player"].as_str()),
+        (Some("you_are"), Some("alice"))
+    );
+    let (status, _, body) = http_at(
+        addr,
+        "POST",
+        "/rt/api/messages",
+        &cookie,
+        Bytes::from_static(br#"{"type":"whoami"}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["reply"]["data"]["player"], "alice");
 
     let (status, _, body) = http_at(addr, "GET", "/nope", &[], Bytes::new()).await;
     assert_eq!(
@@ -328,4 +349,81 @@ async fn the_hyper_example_serves_its_handlers_at_its_own_paths_and_stops_on_sig
     ws.finish_close().await;
     sse.closed().await;
     app.exits_successfully().await;
+}
+
+#[tokio::test]
+async fn the_example_servers_say_reaches_every_member_of_the_room_and_nobody_else() {
+    use serde_json::{json, Value};
+    let mut server = start_server();
+    let addr = server_address(&mut server).await;
+    let service = issue_hs256(
+        EXAMPLE_SECRET.as_bytes(),
+        &Claims::new("backend", Role::Service, 3600),
+    )
+    .unwrap();
+    let as_service = [
+        ("authorization", format!("Bearer {service}")),
+        ("content-type", "application/json".to_owned()),
+    ];
+    for member in ["ann", "ben"] {
+        let path = format!("/api/rooms/lobby/members/{member}");
+        let (status, _, body) = http_at(addr, "PUT", &path, &as_service, Bytes::new()).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    let mut ann = ws_with_token_at(addr, "/api/ws", &token_for("ann")).await;
+    let mut ben = sse_with_token_at(addr, "/sse/ben", &token_for("ben")).await;
+    let mut cat = ws_with_token_at(addr, "/api/ws", &token_for("cat")).await;
+
+    let say = json!({"type": "say", "id": "s1", "data": {"room": "lobby", "text": "hello"}});
+    ann.send_json(&say).await;
+    let heard = ben.next_json().await;
+    assert_eq!(heard["type"], "say", "{}", abbreviated(&heard));
+    assert_eq!(heard["room"], "lobby");
+    assert_eq!(heard["data"], json!({"from": "ann", "text": "hello"}));
+    // The sender is a member too: it gets the same say, and the reply for it alone.
+    let to_ann = [ann.next_json().await, ann.next_json().await];
+    let of_type = |wanted: &str| -> &Value {
+        to_ann
+            .iter()
+            .find(|envelope| envelope["type"] == wanted)
+            .unwrap_or_else(|| panic!("no {wanted} for the sender among {to_ann:?}"))
+    };
+    assert_eq!(
+        of_type("say")["id"],
+        heard["id"],
+        "one envelope for every member"
+    );
+    let said = &of_type("said")["data"];
+    assert_eq!(
+        (&said["room"], &said["id"], &said["players"]),
+        (&json!("lobby"), &json!("s1"), &json!(2))
+    );
+
+    // An outsider's say is refused, and reaches nobody.
+    cat.send_json(&say).await;
+    let refused = cat.next_json().await;
+    assert_eq!(refused["type"], "error", "{}", abbreviated(&refused));
+    assert_eq!(refused["data"]["error_code"], "NOT_A_ROOM_MEMBER");
+    let body = Bytes::from(json!({"type": SENTINEL}).to_string());
+    let (status, _, report) = http_at(addr, "POST", "/api/broadcast", &as_service, body).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&report));
+    let report: Value = serde_json::from_slice(&report).unwrap();
+    let sentinel = report["id"]
+        .as_str()
+        .expect("the report names the envelope");
+    ann.expect_next_is_sentinel(sentinel).await;
+    ben.expect_next_is_sentinel(sentinel).await;
+    cat.expect_next_is_sentinel(sentinel).await;
+
+    server.interrupt();
+    for ws in [&mut ann, &mut cat] {
+        assert_eq!(ws.next_close().await, (1001, "server_shutdown".to_owned()));
+        ws.finish_close().await;
+    }
+    assert_eq!(
+        ben.next_named("disconnect").await["reason"],
+        "server_shutdown"
+    );
+    ben.closed().await;
+    server.exits_successfully().await;
 }

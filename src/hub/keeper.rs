@@ -52,7 +52,14 @@ impl Hub {
 
     /// Does what is due at `now`; returns when to look again (`None`: when woken).
     fn keep_once(&self, now: Instant) -> Option<Instant> {
-        let due = self.write().deadlines.take_due(now);
+        // The write lock only when something is due: the keeper wakes every second while
+        // connections have heartbeats, and deliveries take the read lock.
+        let deadline_due = self.read().deadlines.next().is_some_and(|at| at <= now);
+        let due = if deadline_due {
+            self.write().deadlines.take_due(now)
+        } else {
+            Vec::new()
+        };
         for connection in due {
             if self.end_connection(&connection, DisconnectReason::AuthExpired) {
                 tracing::info!(

@@ -282,7 +282,7 @@ async fn run(
 }
 
 /// Runs an open WebSocket until it ends, then closes it.
-fn drive<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     socket: WebSocketStream<FrameLimit<S>>,
     guard: ConnectionGuard,
     outbox: Outbox,
@@ -344,13 +344,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
             code: CloseCode::from(self.close_code.unwrap_or(reason.close_code())),
             reason: reason.code().into(),
         });
+        // A client ended for what it sent is first told the rest of what it was answered
+        // (the `rate_limited` errors before a flood's `protocol_error`, say); other endings
+        // leave the outbox unsent.
+        let drain = reason == DisconnectReason::ProtocolError;
         // Boxed: needed once, at the end, and should not size the live task.
         Box::pin(async {
             let deadline = Instant::now() + self.close_timeout;
-            if self.batch.is_half_written() {
+            loop {
+                if drain && !self.batch.is_half_written() {
+                    while !self.batch.is_full() {
+                        match self.outbox.try_recv() {
+                            Some(frame) => self.batch.push(frame),
+                            None => break,
+                        }
+                    }
+                }
+                let unsent = if drain {
+                    !self.batch.is_empty()
+                } else {
+                    self.batch.is_half_written()
+                };
+                if !unsent {
+                    break;
+                }
                 let rest = tokio::time::timeout_at(deadline, poll_fn(|cx| self.poll_batch(cx)));
                 if !matches!(rest.await, Ok(Ok(()))) {
                     return;
+                }
+                if !drain {
+                    break;
                 }
             }
             close(&mut self.socket, frame, deadline).await;

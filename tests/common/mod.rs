@@ -900,3 +900,95 @@ impl WsClient {
         }
     }
 }
+
+// Liveness and client messages (tests/liveness.rs, tests/client_messages.rs).
+
+/// How often [`poll_until`] looks again.
+pub const POLL_STEP: Duration = Duration::from_millis(20);
+
+/// Looks at `probe` every [`POLL_STEP`] until it gives a value; a panic naming `what` if it
+/// gives none within [`WAIT`]. For state the hub shows only by being asked (a health).
+pub async fn poll_until<T>(what: &str, probe: impl FnMut() -> Option<T>) -> T {
+    poll_until_within(WAIT, what, probe).await
+}
+
+/// [`poll_until`], looking for up to `limit`.
+pub async fn poll_until_within<T>(
+    limit: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
+    within_for(limit, what, async {
+        loop {
+            if let Some(found) = probe() {
+                return found;
+            }
+            tokio::time::sleep(POLL_STEP).await;
+        }
+    })
+    .await
+}
+
+/// Every hub event up to and including the first that matches `last`, waiting up to
+/// `limit` for it.
+pub async fn events_until(
+    limit: Duration,
+    events: &mut broadcast::Receiver<HubEvent>,
+    last: impl Fn(&HubEvent) -> bool,
+) -> Vec<HubEvent> {
+    within_for(limit, "the awaited hub event", async {
+        let mut seen = Vec::new();
+        loop {
+            let event = events
+                .recv()
+                .await
+                .expect("the hub is alive and the receiver kept up");
+            let done = last(&event);
+            seen.push(event);
+            if done {
+                return seen;
+            }
+        }
+    })
+    .await
+}
+
+/// The presence changes of `player` among `events`, in order.
+pub fn presence_changes(events: &[HubEvent], player: &str) -> Vec<dualcast::Presence> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            HubEvent::Presence {
+                player_id,
+                presence,
+            } if &**player_id == player => Some(*presence),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `event` is the presence change of `player` to `presence`.
+pub fn is_presence(event: &HubEvent, player: &str, presence: dualcast::Presence) -> bool {
+    matches!(
+        event,
+        HubEvent::Presence { player_id, presence: p } if &**player_id == player && *p == presence
+    )
+}
+
+impl WsClient {
+    /// Sends one text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        within(
+            "a text frame sent",
+            self.socket.send(WsMessage::Text(text.into())),
+        )
+        .await
+        .expect("the socket takes the frame");
+    }
+
+    /// Sends `value` as one text frame.
+    pub async fn send_json(&mut self, value: &Value) {
+        self.send_text(&value.to_string()).await;
+    }
+}
