@@ -255,7 +255,7 @@ pub(crate) struct Connection {
     last_seen_ms: AtomicU64,
     /// Milliseconds from `opened` to the last ping the hub asked for, plus one; 0: none yet.
     last_ping_ms: AtomicU64,
-    /// `HEARTBEATS`, `PING_WANTED`, `OUTBOX_HIGH`, `PONG_LATE`.
+    /// `HEARTBEATS`, `PING_WANTED`, `OUTBOX_HIGH`, `PONG_LATE`, `OUTSTANDING`.
     flags: AtomicU8,
     end_reason: AtomicU8,
     /// Woken when the connection ends, and when the hub wants a ping sent.
@@ -275,6 +275,8 @@ const PING_WANTED: u8 = 2;
 const OUTBOX_HIGH: u8 = 4;
 /// A ping has been unanswered for too long.
 const PONG_LATE: u8 = 8;
+/// A ping was asked for and no frame or pong came since.
+const OUTSTANDING: u8 = 16;
 
 /// What the hub's heartbeat sweep made of one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,12 +344,14 @@ impl Connection {
         u64::try_from(self.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// A sign of life from the client: any frame, or a pong. Answers a late pong, too.
+    /// A sign of life from the client: any frame, or a pong. Answers the hub's ping, late
+    /// or not.
     pub(crate) fn touch(&self) {
         self.last_seen_ms
             .store(self.elapsed_ms(), Ordering::Relaxed);
-        if self.flags.load(Ordering::Relaxed) & PONG_LATE != 0 {
-            self.flags.fetch_and(!PONG_LATE, Ordering::AcqRel);
+        if self.flags.load(Ordering::Relaxed) & (OUTSTANDING | PONG_LATE) != 0 {
+            self.flags
+                .fetch_and(!(OUTSTANDING | PONG_LATE), Ordering::AcqRel);
         }
     }
 
@@ -373,10 +377,16 @@ impl Connection {
             return Pulse::Dead;
         }
         let pinged = self.last_ping_ms.load(Ordering::Relaxed);
-        // A ping after the last sign of life is still unanswered.
-        let unanswered = pinged > seen;
-        if unanswered && now.saturating_sub(pinged - 1) >= millis(late_after) {
-            self.flags.fetch_or(PONG_LATE, Ordering::AcqRel);
+        let outstanding = self.flags.load(Ordering::Acquire) & OUTSTANDING != 0;
+        if outstanding && now.saturating_sub(pinged.saturating_sub(1)) >= millis(late_after) {
+            // Late only while still unanswered: a `touch` between the load above and here
+            // clears `OUTSTANDING`, and then this sets nothing.
+            let _ = self
+                .flags
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |flags| {
+                    (flags & OUTSTANDING != 0 && flags & PONG_LATE == 0)
+                        .then_some(flags | PONG_LATE)
+                });
         }
         let since_ping = if pinged == 0 {
             now
@@ -385,7 +395,8 @@ impl Connection {
         };
         if silent >= millis(interval) && since_ping >= millis(interval) {
             self.last_ping_ms.store(now + 1, Ordering::Relaxed);
-            self.flags.fetch_or(PING_WANTED, Ordering::AcqRel);
+            self.flags
+                .fetch_or(PING_WANTED | OUTSTANDING, Ordering::AcqRel);
             self.waker.wake();
             return Pulse::PingAsked;
         }

@@ -403,3 +403,33 @@ async fn a_pipelined_flood_is_told_rate_limited_for_what_it_sent_before_it_is_en
     assert_eq!(reason, DisconnectReason::ProtocolError);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_handlers_calls_for_a_connection_end_with_it() {
+    /// Dropped with the handler's future: tells the test the call was cancelled.
+    struct Cancelled(Option<tokio::sync::oneshot::Sender<()>>);
+    impl Drop for Cancelled {
+        fn drop(&mut self) {
+            self.0.take();
+        }
+    }
+    let (started, mut calls) = mpsc::unbounded_channel();
+    let stuck = MessageHandler::from_fn(move |_: ClientMessage| {
+        let started = started.clone();
+        async move {
+            let (cancelled, watched) = tokio::sync::oneshot::channel::<()>();
+            let _held = Cancelled(Some(cancelled));
+            let _ = started.send(watched);
+            std::future::pending::<Option<Message>>().await
+        }
+    });
+    let hub = Hub::builder().message_handler(stuck).build();
+    let server = TestServer::start_with(hub, |app| app).await;
+    let mut ws = server.ws("/api/ws", &player_token("cid")).await;
+    ws.send_json(&json!({"type": "work"})).await;
+    let watched = within("the handler's call", calls.recv()).await.unwrap();
+    drop(ws);
+    // The sender half is dropped with the call: the receiver then resolves with an error.
+    assert!(within("the call cancelled", watched).await.is_err());
+    server.shutdown().await;
+}

@@ -7,7 +7,9 @@
 //! stream, else its newest connection. A player with no live connection gets
 //! `409 NOT_CONNECTED`. The answer is `200 {"reply": <envelope or null>}`; a refused message
 //! is the SPEC error body with the same `error_code` a WebSocket client would get
-//! (`400 validation_error`, `429 rate_limited` with `Retry-After`).
+//! (`400 validation_error`, `429 rate_limited` with `Retry-After`), except that a body over
+//! the message size limit is `413 PAYLOAD_TOO_LARGE` as on every other route (it is not
+//! read, nor counted against the rate limit).
 
 use std::sync::Arc;
 

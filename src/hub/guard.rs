@@ -107,6 +107,15 @@ impl ConnectionGuard {
         self.connection.touch();
     }
 
+    /// Whether the hub asked for a ping since the last call (a connection registered with
+    /// [`heartbeats`](super::Registration::heartbeats) that has been quiet for the ping
+    /// interval). The hub wakes the task that last called [`poll_end`](Self::poll_end)
+    /// when it asks; that task sends a ping, and calls [`touch`](Self::touch) when the pong
+    /// (or any frame) comes.
+    pub fn take_ping_request(&self) -> bool {
+        self.connection.take_ping_request()
+    }
+
     /// Ends the connection with `reason`, unless it already has one; the transport sees it
     /// through [`poll_end`](Self::poll_end). Transports call this for what they see on the
     /// wire (the client closed, broke the protocol); the hub's own endings go through
@@ -121,7 +130,9 @@ impl ConnectionGuard {
         self.connection.end_reason()
     }
 
-    /// Ready with the reason once the hub (or anyone) ended the connection.
+    /// Ready with the reason once the hub (or anyone) ended the connection. The task
+    /// polling it is also woken when the hub asks for a ping
+    /// ([`take_ping_request`](Self::take_ping_request)).
     pub fn poll_end(&self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
         self.connection.poll_end(cx)
     }

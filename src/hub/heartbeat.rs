@@ -47,7 +47,10 @@ impl HeartbeatSettings {
     }
 
     /// How long a connection may be quiet (no frame from the client, no ping from the
-    /// server) before the server pings it. Default: 25 s. Minimum: 10 ms.
+    /// server) before the server pings it. Keep it well below the
+    /// [timeout](Self::timeout): a client is given at least one ping before it is ended.
+    /// Default: 25 s. Minimum: 10 ms; at most half the timeout (larger values are lowered to
+    /// that when the hub uses them).
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval.max(Duration::from_millis(10));
         self
@@ -61,7 +64,8 @@ impl HeartbeatSettings {
     }
 
     /// How long a ping may go unanswered before the connection counts as `degraded`; it is
-    /// healthy again at its next frame or pong. Default: 10 s.
+    /// healthy again at its next frame or pong. Zero: degraded from the sweep after each
+    /// ping until the answer comes. Default: 10 s.
     pub fn late_after(mut self, late_after: Duration) -> Self {
         self.late_after = late_after;
         self
@@ -85,9 +89,14 @@ impl HeartbeatSettings {
         self.late_after
     }
 
+    /// The ping interval the hub uses: at most half the timeout.
+    pub(super) fn effective_interval(&self) -> Duration {
+        self.interval.min(self.timeout / 2)
+    }
+
     /// How often the sweep runs: a fifth of the shortest period, between 10 ms and 1 s.
     pub(super) fn tick(&self) -> Duration {
-        let shortest = self.interval.min(self.timeout);
+        let shortest = self.effective_interval();
         let shortest = if self.late_after.is_zero() {
             shortest
         } else {
@@ -102,22 +111,29 @@ impl Hub {
     /// whose outbox has drained that it is healthy again.
     pub(super) fn sweep_heartbeats(&self) {
         let settings = self.inner.settings.heartbeat;
+        let interval = settings.effective_interval();
         let low_water = self.inner.settings.outbox_capacity / 2;
-        let registry = self.read();
-        for connection in registry.players.values().flat_map(|p| &p.connections) {
-            if connection.end_reason().is_some() {
-                continue;
+        let mut dead = Vec::new();
+        {
+            let registry = self.read();
+            for connection in registry.players.values().flat_map(|p| &p.connections) {
+                if connection.end_reason().is_some() {
+                    continue;
+                }
+                if connection.outbox_high() && connection.outbox.capacity() > low_water {
+                    connection.set_outbox_high(false);
+                }
+                if connection.has_heartbeats()
+                    && connection.pulse(interval, settings.timeout, settings.late_after)
+                        == Pulse::Dead
+                {
+                    dead.push(connection.clone());
+                }
             }
-            if connection.outbox_high() && connection.outbox.capacity() > low_water {
-                connection.set_outbox_high(false);
-            }
-            if !connection.has_heartbeats() {
-                continue;
-            }
-            let pulse = connection.pulse(settings.interval, settings.timeout, settings.late_after);
-            if pulse == Pulse::Dead
-                && self.end_connection(connection, DisconnectReason::HeartbeatTimeout)
-            {
+        }
+        // Ended and logged outside the lock: after a network partition these may be many.
+        for connection in dead {
+            if self.end_connection(&connection, DisconnectReason::HeartbeatTimeout) {
                 tracing::info!(
                     connection_id = %connection.id,
                     player_id = &*connection.player_id,

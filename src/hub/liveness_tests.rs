@@ -25,7 +25,7 @@ async fn ended(guard: &ConnectionGuard) -> DisconnectReason {
 /// woken through the end signal's waker).
 async fn ping_asked(guard: &ConnectionGuard) {
     poll_fn(|cx| {
-        if guard.connection().take_ping_request() {
+        if guard.take_ping_request() {
             return std::task::Poll::Ready(());
         }
         // Registers the waker the hub wakes for pings too.
@@ -237,4 +237,62 @@ fn heartbeats_need_a_runtime() {
     let refused =
         hub.register(Registration::new("alice", ConnectionKind::WebSocket).heartbeats(true));
     assert!(matches!(refused, Err(RegisterError::NoRuntime)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pong_in_the_same_millisecond_as_its_ping_keeps_the_connection_healthy() {
+    let hub = Hub::new();
+    let (guard, _outbox) = pinged(&hub, "alice");
+    ping_asked(&guard).await;
+    guard.touch(); // answered at once: the paused clock has not moved
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(guard.info().health, Health::Healthy);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_logout_during_the_grace_makes_the_player_offline_at_once() {
+    let hub = Hub::new();
+    let mut events = hub.subscribe();
+    let (guard, _outbox) = pinged(&hub, "alice");
+    drop(guard);
+    assert_eq!(hub.presence("alice"), Presence::Reconnecting);
+    hub.logout("alice");
+    assert_eq!(hub.presence("alice"), Presence::Offline);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(
+        presence_events(&mut events, "alice"),
+        [Presence::Online, Presence::Reconnecting, Presence::Offline],
+        "offline once, at the logout"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_ending_for_another_reason_as_its_player_logs_out_skips_the_grace() {
+    let hub = Hub::new();
+    let mut events = hub.subscribe();
+    let (guard, _outbox) = pinged(&hub, "alice");
+    guard.end(DisconnectReason::ProtocolError);
+    hub.logout("alice");
+    drop(guard);
+    assert_eq!(hub.presence("alice"), Presence::Offline);
+    assert_eq!(
+        presence_events(&mut events, "alice"),
+        [Presence::Online, Presence::Offline]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grace_and_state_ttl_of_forever_do_not_overflow_the_clock() {
+    let hub = Hub::builder()
+        .presence_grace(Duration::MAX)
+        .state_ttl(Duration::MAX)
+        .build();
+    let (guard, _outbox) = pinged(&hub, "alice");
+    hub.join_room("alice", "lobby");
+    drop(guard);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(hub.presence("alice"), Presence::Reconnecting);
+    assert_eq!(hub.rooms_of("alice"), ["lobby"]);
+    let (_again, _b) = pinged(&hub, "alice");
+    assert_eq!(hub.presence("alice"), Presence::Online);
 }

@@ -67,7 +67,7 @@ pub use events::{HubEvent, Presence};
 pub(crate) use guard::EndWatch;
 pub use guard::{ConnectionGuard, Outbox};
 pub use heartbeat::HeartbeatSettings;
-pub(crate) use inbound::{Content, Received};
+pub(crate) use inbound::{Content, Handling, Received};
 pub use registry::{RegisterError, Registration};
 pub(crate) use sessions::mint_session_id;
 pub use sessions::{SessionBegun, SessionInfo};
@@ -76,6 +76,10 @@ use crate::connection::{ConnectionInfo, DisconnectReason};
 use crate::inbound::{InboundSettings, MessageHandler};
 use dualcast_layers::metrics::Observer;
 use registry::Registry;
+
+/// The longest grace or state TTL: far enough to mean "forever", near enough that adding it
+/// to an instant cannot overflow.
+const LONGEST_PERIOD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// How long [`Hub::shutdown_on`] waits for connections to finish closing.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -167,18 +171,19 @@ impl HubSettings {
 
     /// How long a player's state (its session, the sessions it replaced, its rooms) is kept
     /// once it is offline, so that a reconnect restores it; then the player is forgotten.
-    /// The clock starts when the presence grace ends (or at once, for a player that never
-    /// connected, e.g. one put in a room by the API). Default: 5 minutes (SPEC §5).
+    /// The player is forgotten the presence grace and this TTL after it was last left
+    /// without a connection (its last connection ended, or it was put in a room by the API
+    /// without having one). Default: 5 minutes (SPEC §5). Maximum: 100 years.
     pub fn state_ttl(mut self, ttl: Duration) -> Self {
-        self.state_ttl = ttl;
+        self.state_ttl = ttl.min(LONGEST_PERIOD);
         self
     }
 
     /// How long a player whose last connection ended stays `reconnecting` (no `offline`
     /// event; rooms and session kept) before it is `offline`. A logout skips it. Zero turns
-    /// the grace off. Default: 10 s (SPEC §5).
+    /// the grace off. Default: 10 s (SPEC §5). Maximum: 100 years.
     pub fn presence_grace(mut self, grace: Duration) -> Self {
-        self.presence_grace = grace;
+        self.presence_grace = grace.min(LONGEST_PERIOD);
         self
     }
 

@@ -54,15 +54,22 @@ impl Hub {
         });
     }
 
-    /// A player's last connection left: `reconnecting` for the grace period, or `offline`
-    /// at once after a logout (or without a grace period).
-    pub(super) fn went_away(&self, registry: &mut Registry, player_id: &str, logout: bool) {
-        let now = Instant::now();
+    /// A player's last connection left at `now`: `reconnecting` for the grace period, or
+    /// `offline` at once after a logout (or without a grace period).
+    pub(super) fn went_away(
+        &self,
+        registry: &mut Registry,
+        player_id: &str,
+        logout: bool,
+        now: Instant,
+    ) {
         let grace = self.inner.settings.presence_grace;
         let key = shared_key(&registry.players, player_id);
         let Some(player) = registry.players.get_mut(player_id) else {
             return;
         };
+        // Also when a connection that had ended for another reason was the last to go.
+        let logout = logout || std::mem::take(&mut player.logged_out);
         if logout || grace.is_zero() {
             player.reconnecting_until = None;
             self.emit(HubEvent::Presence {
@@ -104,6 +111,20 @@ impl Hub {
             if first {
                 self.wake_keeper();
             }
+        }
+    }
+
+    /// A logout of a player in its grace period: `offline` at once.
+    pub(super) fn logged_out_while_reconnecting(&self, registry: &mut Registry, player_id: &str) {
+        let key = shared_key(&registry.players, player_id);
+        let Some(player) = registry.players.get_mut(player_id) else {
+            return;
+        };
+        if player.connections.is_empty() && player.reconnecting_until.take().is_some() {
+            self.emit(HubEvent::Presence {
+                player_id: key,
+                presence: Presence::Offline,
+            });
         }
     }
 
@@ -164,6 +185,13 @@ impl Hub {
             let Some(player) = registry.players.remove(&*player_id) else {
                 continue;
             };
+            if player.reconnecting_until.is_some() {
+                // Its grace is not over (a state TTL of zero): it still goes offline first.
+                self.emit(HubEvent::Presence {
+                    player_id: player_id.clone(),
+                    presence: Presence::Offline,
+                });
+            }
             for room in &player.rooms {
                 if let Some(members) = registry.rooms.get_mut(room) {
                     members.remove(&*player_id);

@@ -78,10 +78,12 @@ impl Registration {
     }
 
     /// Whether the hub pings this connection and ends it when it falls silent
-    /// ([`HeartbeatSettings`](super::HeartbeatSettings)): the hub wakes the transport when a
-    /// ping is due, and the transport sends it (what [`WebSocketHandler`](crate::WebSocketHandler)
-    /// does) and calls [`ConnectionGuard::touch`] on every frame from the client. Needs a
-    /// tokio runtime. Default: off (SSE streams send keep-alive comments instead).
+    /// ([`HeartbeatSettings`](super::HeartbeatSettings)): when a ping is due the hub wakes the
+    /// task polling [`ConnectionGuard::poll_end`], which finds
+    /// [`ConnectionGuard::take_ping_request`] true and sends the ping; the transport calls
+    /// [`ConnectionGuard::touch`] on every frame and pong from the client (what
+    /// [`WebSocketHandler`](crate::WebSocketHandler) does). Needs a tokio runtime.
+    /// Default: off (SSE streams send keep-alive comments instead).
     pub fn heartbeats(mut self, on: bool) -> Self {
         self.heartbeats = on;
         self
@@ -179,6 +181,8 @@ pub(super) struct Player {
     pub(super) idle_since: Option<Instant>,
     /// The end of its presence grace period, while it is `reconnecting`.
     pub(super) reconnecting_until: Option<Instant>,
+    /// Logged out while connections were still closing: when the last one goes, no grace.
+    pub(super) logged_out: bool,
 }
 
 impl Player {
@@ -241,6 +245,7 @@ impl Hub {
             let entry = registry.players.entry(player_id.clone()).or_default();
             entry.connections.push(connection.clone());
             entry.idle_since = None;
+            entry.logged_out = false;
             if let Some(admission) = leases.get_mut::<super::HubAdmission>() {
                 admission.registered(self, entry);
             }
@@ -369,6 +374,7 @@ impl Hub {
                 registry,
                 &connection.player_id,
                 reason == DisconnectReason::Logout,
+                now,
             );
             // Its state is kept through the grace and the state TTL, then forgotten.
             self.mark_idle_if_unused(registry, &connection.player_id, now);

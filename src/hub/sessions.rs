@@ -268,11 +268,14 @@ impl Hub {
             return 0;
         };
         player.session = None;
+        // Connections ending already (for another reason) are gone with the logout too.
+        player.logged_out = !player.connections.is_empty();
         let ended = player
             .connections
             .iter()
             .filter(|c| self.end_connection(c, DisconnectReason::Logout))
             .count();
+        self.logged_out_while_reconnecting(registry, player_id);
         tracing::info!(player_id, connections_ended = ended, "player logged out");
         self.mark_idle_if_unused(registry, player_id, now);
         ended

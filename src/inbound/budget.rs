@@ -72,9 +72,10 @@ impl InboundSettings {
     }
 
     /// Client messages of one connection the host's handler may be working on at once;
-    /// past it a message is refused with `HANDLER_BUSY`. Default: 8. Minimum: 1.
+    /// past it a message is refused with `HANDLER_BUSY`. Default: 8. Minimum: 1; maximum:
+    /// 65,534.
     pub fn max_in_flight(mut self, messages: u32) -> Self {
-        self.max_in_flight = messages.max(1);
+        self.max_in_flight = messages.clamp(1, u32::from(u16::MAX - 1));
         self
     }
 

@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// unchanged, so tungstenite's own `max_frame_size` (which the caller sets to the same
 /// limit as the filter's) refuses them and the connection ends with `protocol_error`:
 /// a client streaming that much is not worth keeping.
-pub(crate) const SKIP_LIMIT: u64 = 16 * 1024 * 1024;
+pub(crate) const SKIP_LIMIT: u64 = 1024 * 1024;
 
 /// The longest frame header: 2 bytes, an 8-byte extended length and a 4-byte mask key.
 const MAX_HEADER: usize = 14;

@@ -20,6 +20,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
@@ -37,7 +38,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::body::ResponseBody;
 use crate::connection::DisconnectReason;
 use crate::error::{ApiError, ErrorType};
-use crate::hub::{ConnectionGuard, Content, Outbox, Received};
+use crate::hub::{ConnectionGuard, Content, Handling, Outbox, Received};
 use crate::inbound::Transport;
 use crate::limits::Counted;
 use crate::message::Frame;
@@ -93,9 +94,9 @@ impl WebSocketSettings {
     }
 
     /// Largest frame a client may send, in bytes. Default: 64 KiB (SPEC §6). A larger
-    /// single-frame message (up to 16 MiB) is skipped unread and answered with a
+    /// single-frame message (up to 1 MiB) is skipped unread and answered with a
     /// `MESSAGE_TOO_LARGE` error, and the connection stays; a larger fragment, a message of
-    /// fragments above it, or a frame over 16 MiB ends the connection with
+    /// fragments above it, or a frame over 1 MiB ends the connection with
     /// `protocol_error`. The hub's
     /// [`InboundSettings::max_message_size`](crate::inbound::InboundSettings) applies to
     /// the text too.
@@ -293,6 +294,7 @@ fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         socket,
         outbox,
         batch: WriteBatch::new(|frame: &Frame| frame.websocket_frame()),
+        handling: None,
         close_timeout: settings.close_timeout,
         pong_backlog: 0,
         max_pong_backlog: u32::try_from(settings.max_pong_backlog).unwrap_or(u32::MAX),
@@ -315,6 +317,9 @@ struct Live<S> {
     outbox: Outbox,
     /// Frames being written.
     batch: WriteBatch<Frame>,
+    /// The host's handler at work on this connection's messages; allocated (and boxed, to
+    /// keep an idle task one word bigger only) while it is.
+    handling: Option<Box<FuturesUnordered<Handling>>>,
     close_timeout: Duration,
     /// Bytes of pongs queued since the socket last took everything tungstenite had; while
     /// it is not zero, the rest is retried whenever the connection is polled.
@@ -338,6 +343,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
     /// left half written is finished first, within the close timeout, so the client never
     /// sees a cut frame; if it cannot be, the socket is dropped without a close frame.
     async fn finish(&mut self, reason: DisconnectReason) {
+        // The handler's calls for this connection are cancelled with it.
+        self.handling = None;
         self.guard.end(reason);
         let reason = self.guard.end_reason().unwrap_or(reason);
         let frame = (reason != DisconnectReason::ClientClosed).then(|| CloseFrame {
@@ -408,13 +415,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
                     return Poll::Ready(reason);
                 }
             }
-            let written = self.poll_write(cx);
-            // A ping asked for while a batch was half written goes out once it is whole.
-            if written.is_ready()
-                || self.batch.is_half_written()
-                || !self.guard.connection().ping_requested()
-            {
-                return written;
+            self.poll_handling(cx);
+            match self.poll_write(cx) {
+                Poll::Ready(Some(reason)) => return Poll::Ready(reason),
+                // A whole batch went out: read, and send a ping that is due, before the
+                // next one, so that a busy connection still hears its client.
+                Poll::Ready(None) => {}
+                // A ping asked for while a batch was half written goes out once it is whole.
+                Poll::Pending
+                    if !self.batch.is_half_written()
+                        && self.guard.connection().ping_requested() => {}
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
@@ -490,14 +501,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
         match hub.receive(connection, content, Transport::WebSocket) {
             Received::Reply(message) => hub.reply(connection, &message),
             Received::Refused(error) => hub.reply(connection, &error.to_message()),
-            Received::Handling(reply) => {
-                let (hub, connection) = (hub.clone(), connection.clone());
-                tokio::spawn(async move {
-                    if let Some(message) = reply.await {
-                        hub.reply(&connection, &message);
-                    }
-                });
-            }
+            // Driven by this task, so it ends with the connection (at most
+            // `max_in_flight` of them).
+            Received::Handling(reply) => self.handling.get_or_insert_with(Box::default).push(reply),
             Received::Taken => {}
             Received::Ended => return Some(DisconnectReason::ProtocolError),
         }
@@ -526,25 +532,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
         }
     }
 
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
-        loop {
+    /// Writes one batch of what the outbox holds: `Ready(Some(reason))` when the connection
+    /// ends, `Ready(None)` once a whole batch is out (more may be waiting), `Pending` when
+    /// the outbox is empty or the socket full.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Option<DisconnectReason>> {
+        if self.batch.is_empty() {
+            while !self.batch.is_full() {
+                match self.outbox.poll_recv(cx) {
+                    Poll::Ready(Some(frame)) => self.batch.push(frame),
+                    Poll::Ready(None) => return Poll::Ready(Some(DisconnectReason::ClientClosed)),
+                    Poll::Pending => break,
+                }
+            }
             if self.batch.is_empty() {
-                while !self.batch.is_full() {
-                    match self.outbox.poll_recv(cx) {
-                        Poll::Ready(Some(frame)) => self.batch.push(frame),
-                        Poll::Ready(None) => return Poll::Ready(DisconnectReason::ClientClosed),
-                        Poll::Pending => break,
-                    }
-                }
-                if self.batch.is_empty() {
-                    return Poll::Pending;
-                }
+                return Poll::Pending;
             }
-            match self.poll_batch(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Poll::Ready(DisconnectReason::ClientClosed),
-                Poll::Pending => return Poll::Pending,
+        }
+        match self.poll_batch(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(None),
+            Poll::Ready(Err(_)) => Poll::Ready(Some(DisconnectReason::ClientClosed)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Sends the replies of the host's handler that are ready (into this connection's
+    /// outbox, behind what is queued); frees the set once it is empty.
+    fn poll_handling(&mut self, cx: &mut Context<'_>) {
+        let Some(handling) = self.handling.as_mut() else {
+            return;
+        };
+        while let Poll::Ready(Some(reply)) = handling.poll_next_unpin(cx) {
+            if let Some(message) = reply {
+                self.guard.hub().reply(self.guard.connection(), &message);
             }
+        }
+        if handling.is_empty() {
+            self.handling = None;
         }
     }
 
@@ -609,7 +632,8 @@ mod tests {
     use super::*;
 
     /// Memory per idle connection is a design constraint: the task of a live WebSocket
-    /// holds the socket, the outbox handle and a few words, each once.
+    /// holds the socket, the outbox handle and a few words, each once (160 bytes around the
+    /// socket before client messages; the handler's calls in progress add one word).
     #[tokio::test]
     async fn a_live_connection_task_stays_small() {
         let hub = crate::Hub::new();
@@ -630,7 +654,7 @@ mod tests {
         let task = drive(socket, guard, outbox, &WebSocketSettings::default());
         let task_size = std::mem::size_of_val(&task);
         assert!(
-            task_size <= socket_size + 160,
+            task_size <= socket_size + 168,
             "the task is {task_size} bytes around a {socket_size}-byte socket"
         );
     }
