@@ -418,7 +418,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
             self.poll_handling(cx);
             match self.poll_write(cx) {
                 Poll::Ready(Some(reason)) => return Poll::Ready(reason),
-                // A whole batch went out: read, and send a ping that is due, before the
+                // A full batch went out: read, and send a ping that is due, before the
                 // next one, so that a busy connection still hears its client.
                 Poll::Ready(None) => {}
                 // A ping asked for while a batch was half written goes out once it is whole.
@@ -532,26 +532,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
         }
     }
 
-    /// Writes one batch of what the outbox holds: `Ready(Some(reason))` when the connection
-    /// ends, `Ready(None)` once a whole batch is out (more may be waiting), `Pending` when
-    /// the outbox is empty or the socket full.
+    /// Writes what the outbox holds: `Ready(Some(reason))` when the connection ends,
+    /// `Ready(None)` after a full batch or one the socket had stopped taking (the
+    /// connection is busy: the caller reads before the next, so that it still hears its
+    /// client), `Pending` once the outbox is empty or the socket full.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Option<DisconnectReason>> {
-        if self.batch.is_empty() {
-            while !self.batch.is_full() {
-                match self.outbox.poll_recv(cx) {
-                    Poll::Ready(Some(frame)) => self.batch.push(frame),
-                    Poll::Ready(None) => return Poll::Ready(Some(DisconnectReason::ClientClosed)),
-                    Poll::Pending => break,
+        loop {
+            if self.batch.is_empty() {
+                while !self.batch.is_full() {
+                    match self.outbox.poll_recv(cx) {
+                        Poll::Ready(Some(frame)) => self.batch.push(frame),
+                        Poll::Ready(None) => {
+                            return Poll::Ready(Some(DisconnectReason::ClientClosed))
+                        }
+                        Poll::Pending => break,
+                    }
+                }
+                if self.batch.is_empty() {
+                    return Poll::Pending;
                 }
             }
-            if self.batch.is_empty() {
-                return Poll::Pending;
+            // A batch the socket had stopped taking, or a full one: the connection is busy.
+            let busy = self.batch.is_full() || self.batch.is_half_written();
+            match self.poll_batch(cx) {
+                Poll::Ready(Ok(())) if busy => return Poll::Ready(None),
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Some(DisconnectReason::ClientClosed)),
+                Poll::Pending => return Poll::Pending,
             }
-        }
-        match self.poll_batch(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(None),
-            Poll::Ready(Err(_)) => Poll::Ready(Some(DisconnectReason::ClientClosed)),
-            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -782,6 +790,41 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), shutdown)
             .await
             .expect("every guard dropped");
+    }
+
+    /// A connection whose socket never keeps up (every write ends half way through a batch)
+    /// still reads its client's frames between batches: the client's pings move
+    /// `last_seen`, so a slow but answering client is not taken for dead.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_kept_busy_writing_still_reads_its_client() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, hub, _events, _task) =
+            piped_connection(1024, &WebSocketSettings::default(), None).await;
+        let message = crate::Message::json("big", "x".repeat(1000).into());
+        for _ in 0..200 {
+            assert_eq!(hub.send_to_player("p", &message).failed, 0);
+        }
+        let seen_at_first = hub.connections_of("p")[0].last_seen;
+        let mut buffer = [0u8; 512];
+        let mut moved = false;
+        for _ in 0..200 {
+            tokio::time::advance(Duration::from_millis(5)).await;
+            // An empty masked ping from the client, then a little reading: the server's
+            // socket is always full again at once.
+            // (Within a timeout: a server that never reads fills the pipe, and the write
+            // would wait forever.)
+            let ping = client.write_all(&[0x89, 0x80, 1, 2, 3, 4]);
+            tokio::time::timeout(Duration::from_secs(5), ping)
+                .await
+                .expect("the server reads its client while busy")
+                .unwrap();
+            let _ = client.read(&mut buffer).await.unwrap();
+            if hub.connections_of("p")[0].last_seen > seen_at_first {
+                moved = true;
+                break;
+            }
+        }
+        assert!(moved, "the client's pings were never read");
     }
 
     #[tokio::test]
