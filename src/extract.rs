@@ -122,7 +122,8 @@ pub(crate) fn answer(
 
 /// Registers the connection a request opens: the identity's player (which must be the
 /// [`RequestedPlayer`], if any), its session (`session_id` query, else the token's `sid`),
-/// its credential's deadline, and the leases the layers in front put in the request.
+/// its credential's deadline, where it resumes ([`resume_id`]), and the leases the layers in
+/// front put in the request.
 pub(crate) fn register<B>(
     hub: &Hub,
     request: &Request<B>,
@@ -162,6 +163,9 @@ pub(crate) fn register<B>(
     if let Some(deadline) = identity.expires_at().and_then(instant_of) {
         registration = registration.credential_deadline(deadline);
     }
+    if let Some(id) = resume_id(request)? {
+        registration = registration.last_event_id(id);
+    }
     registration = registration.leases(OwnedLeases::from_request(request));
     hub.register(registration).map_err(|error| match error {
         RegisterError::ShuttingDown => ApiError::new(
@@ -173,6 +177,38 @@ pub(crate) fn register<B>(
         RegisterError::Session(refused) => session_refused(refused),
         _ => ApiError::system(error.to_string()),
     })
+}
+
+/// Where a resuming client left off: the `Last-Event-ID` header (an `EventSource`
+/// reconnecting), else the `last_event_id` query (a WebSocket, or an `EventSource` whose
+/// URL changed). Empty means none; anything but 1 to 128 bytes of printable ASCII is
+/// `400 INVALID_LAST_EVENT_ID`.
+fn resume_id<B>(request: &Request<B>) -> Result<Option<String>, ApiError> {
+    let id = match request.headers().get("last-event-id") {
+        Some(header) => Some(
+            header
+                .to_str()
+                .map(str::to_owned)
+                .map_err(|_| bad_resume_id())?,
+        ),
+        None => query_param(request.uri(), "last_event_id").map(|id| id.into_owned()),
+    };
+    match id {
+        Some(id) if id.is_empty() => Ok(None),
+        Some(id) if dualcast_layers::session::is_valid_session_id(&id) => Ok(Some(id)),
+        Some(_) => Err(bad_resume_id()),
+        None => Ok(None),
+    }
+}
+
+fn bad_resume_id() -> ApiError {
+    ApiError::bad_request(
+        "INVALID_LAST_EVENT_ID",
+        format!(
+            "Last-Event-ID (or last_event_id) must be 1 to {} bytes of printable ASCII",
+            crate::api::MAX_NAME_LEN
+        ),
+    )
 }
 
 /// `409 session_error` for a session the rules refuse.

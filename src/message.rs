@@ -22,7 +22,7 @@
 //! ```
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -37,6 +37,9 @@ pub struct Message {
     message_type: Box<str>,
     version: u32,
     data: Box<RawValue>,
+    priority: i32,
+    ttl: Option<Duration>,
+    ack: bool,
 }
 
 impl Message {
@@ -69,6 +72,9 @@ impl Message {
             message_type: message_type.into(),
             version: 1,
             data: without_line_breaks(data),
+            priority: 0,
+            ttl: None,
+            ack: false,
         }
     }
 
@@ -77,6 +83,52 @@ impl Message {
     pub fn with_version(mut self, version: u32) -> Self {
         self.version = version;
         self
+    }
+
+    /// Sets the priority in a player's pending queue (SPEC §4): while a player has no live
+    /// connection, higher priorities are delivered first on its next connect, and in
+    /// publish order within one priority; a full queue drops its lowest priority first.
+    /// Default: 0.
+    #[must_use]
+    pub fn with_priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets how long the message may wait to be delivered: in a player's pending queue,
+    /// in its replay buffer, and while it is resent for an acknowledgement. Default: the
+    /// hub's [`DeliverySettings::message_ttl`](crate::hub::DeliverySettings::message_ttl).
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Asks for an acknowledgement (SPEC §4): the message is resent to every live
+    /// connection of each recipient, with backoff, until a client acks its envelope id
+    /// (`{"type":"ack","data":{"id":…}}`) or its TTL ends. Default: off.
+    #[must_use]
+    pub fn with_ack(mut self, ack: bool) -> Self {
+        self.ack = ack;
+        self
+    }
+
+    /// The priority in a pending queue.
+    #[must_use]
+    pub fn priority(&self) -> i32 {
+        self.priority
+    }
+
+    /// The TTL set with [`with_ttl`](Self::with_ttl), if any.
+    #[must_use]
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl
+    }
+
+    /// Whether an acknowledgement is asked for.
+    #[must_use]
+    pub fn wants_ack(&self) -> bool {
+        self.ack
     }
 
     /// The `type`.
@@ -159,6 +211,17 @@ struct Encoded {
 impl Frame {
     /// Encodes `message` with envelope `id`, the current time and an optional `room`.
     pub(crate) fn encode(id: Arc<str>, message: &Message, room: Option<&str>) -> Self {
+        Self::encode_as(id, message, room, None)
+    }
+
+    /// Encodes `message` for the SSE event `name` (an `event:` line and no `id:` line, so
+    /// a browser's `Last-Event-ID` stays that of the last message): what the hub says
+    /// about the stream itself, such as `recovery`.
+    pub(crate) fn encode_event(id: Arc<str>, message: &Message, name: &str) -> Self {
+        Self::encode_as(id, message, None, Some(name))
+    }
+
+    fn encode_as(id: Arc<str>, message: &Message, room: Option<&str>, event: Option<&str>) -> Self {
         let envelope = Envelope {
             id: &id,
             message_type: &message.message_type,
@@ -172,8 +235,16 @@ impl Frame {
         // The envelope has no raw line break (`Message::raw` removes them from the data),
         // so one `data:` line carries it.
         let mut sse = Vec::with_capacity(json.len() + id.len() + 12);
-        sse.extend_from_slice(b"id: ");
-        sse.extend_from_slice(id.as_bytes());
+        match event {
+            None => {
+                sse.extend_from_slice(b"id: ");
+                sse.extend_from_slice(id.as_bytes());
+            }
+            Some(name) => {
+                sse.extend_from_slice(b"event: ");
+                sse.extend_from_slice(name.as_bytes());
+            }
+        }
         sse.extend_from_slice(b"\ndata: ");
         sse.extend_from_slice(&json);
         sse.extend_from_slice(b"\n\n");
@@ -230,6 +301,11 @@ impl Frame {
 
     pub(crate) fn shared_id(&self) -> Arc<str> {
         self.inner.id.clone()
+    }
+
+    /// Whether both are the same publish (not a copy of it).
+    pub(crate) fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 }
 

@@ -8,7 +8,15 @@
 //! take `{ "type", "data"?, "v"?, "priority"?, "ttl_ms"?, "ack"?, "exclude"? }` and answer
 //! `200` with the [`DeliveryReport`](crate::DeliveryReport):
 //! `{ "id", "delivered", "websocket", "sse", "failed", "queued" }` (`"players"` too for rooms
-//! and broadcast). `exclude` lists player ids and applies to rooms and broadcast.
+//! and broadcast, `"awaiting_ack"` for `ack: true`). `exclude` lists player ids and applies
+//! to rooms and broadcast.
+//!
+//! - `priority` (integer, default 0): a player's pending queue delivers higher first.
+//! - `ttl_ms` (at least 1, at most 100 years; default
+//!   [`DeliverySettings::message_ttl`](crate::hub::DeliverySettings::message_ttl)): how long
+//!   the message may wait in a pending queue, be replayed or be resent.
+//! - `ack` (default false): resent to the player with backoff until a client acks its id
+//!   (`{"type":"ack","data":{"id":…}}`, or `POST /api/messages`) or its TTL ends.
 //!
 //! - `PUT` / `DELETE /api/rooms/{room}/members/{player_id}` add or remove a member and
 //!   answer `{ "room", "player_id", "member", "changed" }`.
@@ -58,12 +66,9 @@ struct PublishRequest {
     data: Option<Box<RawValue>>,
     #[serde(default)]
     v: Option<u32>,
-    // Kept for the pending queue; validated now so clients learn the shape early.
     #[serde(default)]
-    #[allow(dead_code)]
     priority: Option<i32>,
     #[serde(default)]
-    #[allow(dead_code)]
     ttl_ms: Option<u64>,
     #[serde(default)]
     ack: Option<bool>,
@@ -130,10 +135,10 @@ pub(crate) fn publish(
         )
     })?;
     validate_name("type", &request.message_type).map_err(|e| e.detail("max_len", MAX_TYPE_LEN))?;
-    if request.ack == Some(true) {
+    if request.ttl_ms == Some(0) {
         return Err(ApiError::bad_request(
-            "ACK_UNSUPPORTED",
-            "acknowledged delivery is not available in this version; omit \"ack\" or set it to false",
+            "INVALID_TTL",
+            "ttl_ms must be at least 1 (omit it for the default TTL)",
         ));
     }
     let exclude: Vec<&str> = request
@@ -153,7 +158,13 @@ pub(crate) fn publish(
         None => serde_json::value::to_raw_value(&serde_json::Value::Null)
             .map_err(|_| ApiError::system("could not encode null"))?,
     };
-    let message = Message::raw(request.message_type, data).with_version(request.v.unwrap_or(1));
+    let mut message = Message::raw(request.message_type, data)
+        .with_version(request.v.unwrap_or(1))
+        .with_priority(request.priority.unwrap_or(0))
+        .with_ack(request.ack.unwrap_or(false));
+    if let Some(ttl_ms) = request.ttl_ms {
+        message = message.with_ttl(Duration::from_millis(ttl_ms));
+    }
     let (report, target_name) = match target {
         Target::Player(player_id) => {
             if !exclude.is_empty() {
@@ -262,7 +273,10 @@ mod tests {
             (br#"{"data":1}"#, "INVALID_JSON"),
             (br#"{"type":"x","surprise":1}"#, "INVALID_JSON"),
             (br#"{"type":""}"#, "INVALID_NAME"),
-            (br#"{"type":"x","ack":true}"#, "ACK_UNSUPPORTED"),
+            (br#"{"type":"x","ttl_ms":0}"#, "INVALID_TTL"),
+            (br#"{"type":"x","ttl_ms":-1}"#, "INVALID_JSON"),
+            (br#"{"type":"x","priority":"high"}"#, "INVALID_JSON"),
+            (br#"{"type":"x","ack":"yes"}"#, "INVALID_JSON"),
         ] {
             let error = publish(&hub, Target::Everyone, body).unwrap_err();
             assert_eq!(

@@ -3,12 +3,14 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use dualcast_layers::metrics::Transport;
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use super::mailbox::Meta;
 use super::registry::Player;
 use super::Hub;
 use crate::connection::{Connection, ConnectionKind, DisconnectReason};
@@ -28,18 +30,37 @@ pub struct DeliveryReport {
     /// Connections that could not take the message: they were ending, gone, or overflowed;
     /// each was removed from the hub.
     pub failed: usize,
-    /// Whether the message was kept for later delivery. Always `false` until pending
-    /// queues exist.
+    /// Whether the message was kept in a pending queue (of at least one recipient that had
+    /// no live connection), to be delivered on its next connect.
     pub queued: bool,
+    /// Players whose pending queue took it (when any did).
+    #[serde(skip)]
+    pub(crate) queued_for: Option<usize>,
+    /// Players now waiting for its acknowledgement (messages published with
+    /// [`with_ack`](crate::Message::with_ack) only). How each wait ends comes as a
+    /// [`HubEvent::AckSettled`](super::HubEvent::AckSettled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awaiting_ack: Option<usize>,
     /// Players reached (room and global broadcasts only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub players: Option<usize>,
 }
 
 impl DeliveryReport {
-    fn new(id: Arc<str>, players: Option<usize>) -> Self {
+    fn new(frame: &Frame, players: Option<usize>) -> Self {
+        Self::with_id(frame.shared_id(), players)
+    }
+
+    /// The report of the keeper's resends, which no caller reads.
+    pub(super) fn new_resend() -> Self {
+        Self::with_id(Arc::from(""), None)
+    }
+
+    fn with_id(id: Arc<str>, players: Option<usize>) -> Self {
         Self {
             id,
+            queued_for: None,
+            awaiting_ack: None,
             delivered: 0,
             websocket: 0,
             sse: 0,
@@ -51,23 +72,55 @@ impl DeliveryReport {
 }
 
 impl Hub {
-    /// Sends `message` to every live connection of `player_id`, both kinds.
+    /// Sends `message` to every live connection of `player_id`, both kinds. A player with
+    /// none (known or not) gets it in its pending queue, delivered on its next connect
+    /// (`queued: true`); see [`DeliverySettings`](super::DeliverySettings).
     pub fn send_to_player(&self, player_id: &str, message: &Message) -> DeliveryReport {
-        let frame = self.encode(message, None);
-        let mut report = DeliveryReport::new(frame.shared_id(), None);
+        let publish = self.publish(message, None);
+        let mut report = DeliveryReport::new(&publish.frame, None);
         let mut failed = Vec::new();
-        {
+        let known = {
             let registry = self.read();
-            if let Some(player) = registry.players.get(player_id) {
-                self.deliver_to_player(player, &frame, &mut report, &mut failed);
+            match registry.players.get_key_value(player_id) {
+                Some((key, player)) => {
+                    self.deliver_to_player(key, player, &publish, &mut report, &mut failed);
+                    true
+                }
+                None => false,
             }
+        };
+        if !known && self.inner.settings.delivery.pending_count > 0 {
+            self.queue_for_unknown(player_id, &publish, &mut report, &mut failed);
         }
         self.finish(&report, failed);
         report
     }
 
+    /// A player the hub does not know yet: an entry of its own to queue into (unless the
+    /// hub's pending total is reached), forgotten after the grace and state TTL like any
+    /// idle player.
+    fn queue_for_unknown(
+        &self,
+        player_id: &str,
+        publish: &Publish,
+        report: &mut DeliveryReport,
+        failed: &mut Vec<Arc<Connection>>,
+    ) {
+        let settings = &self.inner.settings.delivery;
+        if self.inner.totals.pending() >= settings.pending_total {
+            self.count_dropped(0, 1);
+            return;
+        }
+        let mut registry = self.write();
+        let registry = &mut *registry;
+        let key = super::shared_key(&registry.players, player_id);
+        let player = registry.players.entry(key.clone()).or_default();
+        self.deliver_to_player(&key, player, publish, report, failed);
+        self.mark_idle_if_unused(registry, &key, publish.meta.at);
+    }
+
     /// Sends `message` to every connection of every member of `room`, except the players
-    /// in `exclude`.
+    /// in `exclude`; a member with no live connection gets it in its pending queue.
     pub fn broadcast_to_room(
         &self,
         room: &str,
@@ -75,8 +128,8 @@ impl Hub {
         exclude: &[&str],
     ) -> DeliveryReport {
         let excluded = Excluded::new(exclude);
-        let frame = self.encode(message, Some(room));
-        let mut report = DeliveryReport::new(frame.shared_id(), Some(0));
+        let publish = self.publish(message, Some(room));
+        let mut report = DeliveryReport::new(&publish.frame, Some(0));
         let mut failed = Vec::new();
         {
             let registry = self.read();
@@ -86,7 +139,7 @@ impl Hub {
                         continue;
                     }
                     if let Some(player) = registry.players.get(member) {
-                        self.deliver_to_player(player, &frame, &mut report, &mut failed);
+                        self.deliver_to_player(member, player, &publish, &mut report, &mut failed);
                     }
                 }
             }
@@ -96,17 +149,18 @@ impl Hub {
     }
 
     /// Sends `message` to every connection of every player, except the players in
-    /// `exclude`.
+    /// `exclude`; a player the hub knows that has no live connection (in its grace or
+    /// state TTL) gets it in its pending queue.
     pub fn broadcast_global(&self, message: &Message, exclude: &[&str]) -> DeliveryReport {
         let excluded = Excluded::new(exclude);
-        let frame = self.encode(message, None);
-        let mut report = DeliveryReport::new(frame.shared_id(), Some(0));
+        let publish = self.publish(message, None);
+        let mut report = DeliveryReport::new(&publish.frame, Some(0));
         let mut failed = Vec::new();
         {
             let registry = self.read();
             for (player_id, player) in &registry.players {
                 if !excluded.contains(player_id) {
-                    self.deliver_to_player(player, &frame, &mut report, &mut failed);
+                    self.deliver_to_player(player_id, player, &publish, &mut report, &mut failed);
                 }
             }
         }
@@ -115,69 +169,128 @@ impl Hub {
     }
 
     pub(super) fn encode(&self, message: &Message, room: Option<&str>) -> Frame {
-        let sequence = self.inner.next_message.fetch_add(1, Ordering::Relaxed);
+        let sequence = self.next_sequence();
         let id: Arc<str> = format!("{}-{sequence}", self.inner.epoch).into();
         Frame::encode(id, message, room)
     }
 
+    pub(super) fn next_sequence(&self) -> u64 {
+        self.inner.next_message.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn publish(&self, message: &Message, room: Option<&str>) -> Publish {
+        let frame = self.encode(message, room);
+        let meta = Meta::new(
+            &self.inner.settings.delivery,
+            Instant::now(),
+            message.ttl(),
+            message.priority(),
+            message.wants_ack(),
+        );
+        Publish { frame, meta }
+    }
+
     fn deliver_to_player(
         &self,
+        player_id: &Arc<str>,
         player: &Player,
-        frame: &Frame,
+        publish: &Publish,
         report: &mut DeliveryReport,
         failed: &mut Vec<Arc<Connection>>,
     ) {
         let reached_before = report.delivered;
+        // Held while the outboxes are written: the replay buffer has the order every
+        // connection of the player got.
+        let mut mailbox = player
+            .mailbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for connection in &player.connections {
-            if connection.end_reason().is_some() {
-                // Ending already (its transport is closing it): it cannot take the message.
-                // Removed now, so it is counted once.
-                report.failed += 1;
-                failed.push(connection.clone());
-                continue;
-            }
-            match connection.outbox.try_send(frame.clone()) {
-                Ok(()) => {
-                    report.delivered += 1;
-                    match connection.kind {
-                        ConnectionKind::WebSocket => report.websocket += 1,
-                        ConnectionKind::Sse => report.sse += 1,
-                    }
-                    let free = connection.outbox.capacity();
-                    let capacity = self.inner.settings.outbox_capacity;
-                    if free < capacity / 4 {
-                        connection.set_outbox_high(true);
-                    } else if free > capacity / 2 {
-                        connection.set_outbox_high(false);
-                    }
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    report.failed += 1;
-                    if let Some(observer) = self.observer() {
-                        observer.outbox_overflow();
-                    }
-                    connection.end(DisconnectReason::SlowConsumer);
-                    failed.push(connection.clone());
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    report.failed += 1;
-                    connection.end(DisconnectReason::ClientClosed);
-                    failed.push(connection.clone());
-                }
+            self.send_frame(connection, &publish.frame, report, failed);
+        }
+        let reached = report.delivered - reached_before;
+        let recorded = mailbox.record(
+            &publish.frame,
+            &publish.meta,
+            reached,
+            &self.inner.settings.delivery,
+            &self.inner.totals,
+        );
+        if recorded.awaiting {
+            *report.awaiting_ack.get_or_insert(0) += 1;
+            if let Some(next) = mailbox.next_resend() {
+                self.schedule_resend(next, player_id);
             }
         }
+        drop(mailbox);
+        if recorded.queued {
+            report.queued = true;
+            *report.queued_for.get_or_insert(0) += 1;
+        }
+        self.count_dropped(recorded.dropped_expired, recorded.dropped_overflow);
+        self.settle(player_id, recorded.settled);
         if let Some(players) = report.players.as_mut() {
-            *players += usize::from(report.delivered > reached_before);
+            *players += usize::from(reached > 0);
+        }
+    }
+
+    /// Puts `frame` in `connection`'s outbox, counting it in `report`; a connection that
+    /// cannot take it is ended and added to `failed`.
+    pub(super) fn send_frame(
+        &self,
+        connection: &Arc<Connection>,
+        frame: &Frame,
+        report: &mut DeliveryReport,
+        failed: &mut Vec<Arc<Connection>>,
+    ) {
+        if connection.end_reason().is_some() {
+            // Ending already (its transport is closing it): it cannot take the message.
+            // Removed now, so it is counted once.
+            report.failed += 1;
+            failed.push(connection.clone());
+            return;
+        }
+        match connection.outbox.try_send(frame.clone()) {
+            Ok(()) => {
+                report.delivered += 1;
+                match connection.kind {
+                    ConnectionKind::WebSocket => report.websocket += 1,
+                    ConnectionKind::Sse => report.sse += 1,
+                }
+                let free = connection.outbox.capacity();
+                let capacity = self.inner.settings.outbox_capacity;
+                if free < capacity / 4 {
+                    connection.set_outbox_high(true);
+                } else if free > capacity / 2 {
+                    connection.set_outbox_high(false);
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                report.failed += 1;
+                if let Some(observer) = self.observer() {
+                    observer.outbox_overflow();
+                }
+                connection.end(DisconnectReason::SlowConsumer);
+                failed.push(connection.clone());
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                report.failed += 1;
+                connection.end(DisconnectReason::ClientClosed);
+                failed.push(connection.clone());
+            }
         }
     }
 
     /// Reports the delivery to the observer and removes the connections that failed.
-    fn finish(&self, report: &DeliveryReport, failed: Vec<Arc<Connection>>) {
+    pub(super) fn finish(&self, report: &DeliveryReport, failed: Vec<Arc<Connection>>) {
         if let Some(observer) = self.observer() {
             observer.delivered(Transport::WebSocket, report.websocket as u64);
             observer.delivered(Transport::Sse, report.sse as u64);
             if report.failed > 0 {
                 observer.delivery_failed(report.failed as u64);
+            }
+            if let Some(queued) = report.queued_for {
+                observer.queued(queued as u64, self.inner.totals.pending() as u64);
             }
         }
         self.remove_failed(failed);
@@ -198,6 +311,12 @@ impl Hub {
             self.remove(&connection, reason, None);
         }
     }
+}
+
+/// One publish: its frame, and what the mailboxes keep of it.
+struct Publish {
+    frame: Frame,
+    meta: Meta,
 }
 
 /// The players a broadcast skips: a slice scan for a few, a set for many.

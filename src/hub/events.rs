@@ -56,6 +56,18 @@ pub enum HubEvent {
         /// Connections of the replaced session it ended (`session_replaced`).
         connections_ended: usize,
     },
+    /// A message published with [`with_ack`](crate::Message::with_ack) stopped waiting
+    /// for `player_id`'s acknowledgement: acked, expired, or dropped by a bound.
+    AckSettled {
+        /// The envelope id of the message.
+        message_id: Arc<str>,
+        /// The player it was waiting on.
+        player_id: Arc<str>,
+        /// How the wait ended.
+        outcome: super::AckOutcome,
+        /// How many times it was resent.
+        resent: u32,
+    },
     /// A player's presence changed.
     Presence {
         /// The player.

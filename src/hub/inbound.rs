@@ -98,8 +98,10 @@ impl Hub {
             Ok(Parsed::Ping { id }) => {
                 return Received::Reply(Message::json("pong", json!({ "id": id })));
             }
-            // Acknowledgements are for the delivery guarantees: taken, nothing to do yet.
-            Ok(Parsed::Ack { .. }) => return Received::Taken,
+            Ok(Parsed::Ack { id }) => {
+                self.acknowledge(connection, &id);
+                return Received::Taken;
+            }
             Ok(Parsed::Message {
                 message_type,
                 version,

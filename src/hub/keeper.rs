@@ -69,6 +69,9 @@ impl Hub {
                 );
             }
         }
+        if self.next_resend().is_some_and(|at| at <= now) {
+            self.resend_due(now);
+        }
         let heartbeats = self.read().heartbeats > 0;
         if heartbeats {
             self.sweep_heartbeats();
@@ -83,6 +86,7 @@ impl Hub {
             registry.deadlines.next(),
             tick,
             registry.next_player_due(self.forget_after()),
+            self.next_resend(),
         ]
         .into_iter()
         .flatten()

@@ -47,7 +47,9 @@ mod guard;
 mod heartbeat;
 mod inbound;
 mod keeper;
+mod mailbox;
 mod presence;
+mod recovery;
 mod registry;
 mod rooms;
 mod sessions;
@@ -68,6 +70,7 @@ pub(crate) use guard::EndWatch;
 pub use guard::{ConnectionGuard, Outbox};
 pub use heartbeat::HeartbeatSettings;
 pub(crate) use inbound::{Content, Handling, Received};
+pub use mailbox::{AckOutcome, DeliverySettings};
 pub use registry::{RegisterError, Registration};
 pub(crate) use sessions::mint_session_id;
 pub use sessions::{SessionBegun, SessionInfo};
@@ -95,6 +98,7 @@ pub struct HubSettings {
     pub(super) state_ttl: Duration,
     pub(super) presence_grace: Duration,
     pub(super) heartbeat: HeartbeatSettings,
+    pub(super) delivery: DeliverySettings,
     pub(super) inbound: InboundSettings,
     pub(super) observer: Option<Arc<dyn Observer>>,
     pub(super) message_handler: Option<MessageHandler>,
@@ -110,6 +114,7 @@ impl Default for HubSettings {
             state_ttl: Duration::from_secs(300),
             presence_grace: Duration::from_secs(10),
             heartbeat: HeartbeatSettings::default(),
+            delivery: DeliverySettings::default(),
             inbound: InboundSettings::default(),
             observer: None,
             message_handler: None,
@@ -127,6 +132,7 @@ impl fmt::Debug for HubSettings {
             .field("state_ttl", &self.state_ttl)
             .field("presence_grace", &self.presence_grace)
             .field("heartbeat", &self.heartbeat)
+            .field("delivery", &self.delivery)
             .field("inbound", &self.inbound)
             .field("observer", &self.observer.is_some())
             .field("message_handler", &self.message_handler.is_some())
@@ -196,6 +202,14 @@ impl HubSettings {
         self
     }
 
+    /// The replay buffers, pending queues and acknowledgements (SPEC §4): their bounds,
+    /// the default message TTL and the resend backoff. Default:
+    /// [`DeliverySettings::default`] (100 messages for 5 minutes per player).
+    pub fn delivery(mut self, delivery: DeliverySettings) -> Self {
+        self.delivery = delivery;
+        self
+    }
+
     /// Limits on what clients send (size, rate, messages in the handler at once).
     /// Default: [`InboundSettings::default`].
     pub fn inbound(mut self, inbound: InboundSettings) -> Self {
@@ -247,6 +261,10 @@ struct Inner {
     drained_notify: Notify,
     /// Wakes the keeper: something is due earlier than it thought, or the hub is gone.
     keeper_wake: Arc<Notify>,
+    /// What every player's mailbox holds together.
+    totals: mailbox::Totals,
+    /// When the keeper resends unacknowledged messages, by player.
+    resends: std::sync::Mutex<recovery::ResendQueue>,
     /// Set once: by the settings, or by [`Hub::set_observer`].
     observer: OnceLock<Arc<dyn Observer>>,
     /// Set once: by the settings, or by [`Hub::set_message_handler`].
@@ -307,6 +325,8 @@ impl Hub {
                 drained: AtomicBool::new(false),
                 drained_notify: Notify::new(),
                 keeper_wake: Arc::new(Notify::new()),
+                totals: mailbox::Totals::default(),
+                resends: std::sync::Mutex::default(),
                 observer: OnceLock::new(),
                 message_handler: OnceLock::new(),
             }),
@@ -510,3 +530,6 @@ mod session_tests;
 
 #[cfg(test)]
 mod liveness_tests;
+
+#[cfg(test)]
+mod delivery_tests;

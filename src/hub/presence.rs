@@ -182,9 +182,16 @@ impl Hub {
                 player.idle_since = None;
                 continue;
             }
-            let Some(player) = registry.players.remove(&*player_id) else {
+            let Some(mut player) = registry.players.remove(&*player_id) else {
                 continue;
             };
+            let (pending, settled) = player
+                .mailbox
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .release(&self.inner.totals);
+            self.count_dropped(pending, 0);
+            self.settle(&player_id, settled);
             if player.reconnecting_until.is_some() {
                 // Its grace is not over (a state TTL of zero): it still goes offline first.
                 self.emit(HubEvent::Presence {

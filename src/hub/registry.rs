@@ -49,6 +49,7 @@ pub struct Registration {
     pub(super) session: Option<Arc<str>>,
     pub(super) credential_deadline: Option<Instant>,
     pub(super) requested_at: Option<std::time::Instant>,
+    pub(super) resume: Option<Box<str>>,
     pub(super) role: Role,
     pub(super) heartbeats: bool,
     pub(super) leases: OwnedLeases,
@@ -63,6 +64,7 @@ impl Registration {
             session: None,
             credential_deadline: None,
             requested_at: None,
+            resume: None,
             role: Role::Player,
             heartbeats: false,
             leases: OwnedLeases::default(),
@@ -96,6 +98,18 @@ impl Registration {
     /// is created if the player has none).
     pub fn session(mut self, session: impl Into<Arc<str>>) -> Self {
         self.session = Some(session.into());
+        self
+    }
+
+    /// The id of the last message the client got, to resume after it (SSE's
+    /// `Last-Event-ID`, the `last_event_id` query): the connection is first sent the
+    /// player's messages after it, in order, then a `recovery` event
+    /// `{"complete":…,"replayed":…}`; `complete: false` when the replay buffer no longer
+    /// holds the id (too old, from before a restart, or not a message id), so the client
+    /// knows to reload its state. Default: none (no replay, no `recovery` event; the
+    /// pending queue is delivered either way).
+    pub fn last_event_id(mut self, id: impl Into<Box<str>>) -> Self {
+        self.resume = Some(id.into());
         self
     }
 
@@ -183,6 +197,9 @@ pub(super) struct Player {
     pub(super) reconnecting_until: Option<Instant>,
     /// Logged out while connections were still closing: when the last one goes, no grace.
     pub(super) logged_out: bool,
+    /// Its replay buffer, pending queue and messages awaiting acknowledgement; locked by
+    /// every delivery to it.
+    pub(super) mailbox: std::sync::Mutex<super::mailbox::Mailbox>,
 }
 
 impl Player {
@@ -207,6 +224,7 @@ impl Hub {
             session,
             credential_deadline,
             requested_at,
+            resume,
             role,
             heartbeats,
             mut leases,
@@ -243,6 +261,7 @@ impl Hub {
                 outbox: sender,
             }));
             let entry = registry.players.entry(player_id.clone()).or_default();
+            let catch_up = self.catch_up(entry, resume.as_deref(), Instant::now());
             entry.connections.push(connection.clone());
             entry.idle_since = None;
             entry.logged_out = false;
@@ -271,8 +290,9 @@ impl Hub {
             if came_online {
                 self.came_online(registry, &player_id);
             }
-            connection
+            (connection, catch_up)
         };
+        let (connection, catch_up) = connection;
         if let Some(observer) = self.observer() {
             let establishment = requested_at.map(|at| at.elapsed()).unwrap_or_default();
             observer.connection_opened(kind.transport(), establishment);
@@ -291,7 +311,7 @@ impl Hub {
                 credential_deadline,
                 leases,
             ),
-            Outbox::new(receiver, connection),
+            Outbox::new(receiver, connection, catch_up),
         ))
     }
 

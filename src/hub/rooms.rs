@@ -42,7 +42,15 @@ impl Hub {
         if !player.rooms.remove(room) {
             return false;
         }
-        if player.is_unused() && player.rooms.is_empty() && player.session.is_none() {
+        let mailbox_empty = player
+            .mailbox
+            .get_mut()
+            .is_ok_and(|mailbox| mailbox.is_empty());
+        if player.is_unused()
+            && player.rooms.is_empty()
+            && player.session.is_none()
+            && mailbox_empty
+        {
             registry.players.remove(player_id);
         }
         if let Some(members) = registry.rooms.get_mut(room) {

@@ -54,6 +54,26 @@ struct CauseLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CompleteLabels {
+    complete: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// The reasons a pending message is dropped, and the outcomes of an acknowledgement wait,
+/// whose series exist from the start.
+const PENDING_DROP_REASONS: [&str; 2] = ["expired", "overflow"];
+const ACK_OUTCOMES: [&str; 3] = ["acked", "expired", "dropped"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
     route: &'static str,
     method: &'static str,
@@ -133,7 +153,12 @@ struct Instruments {
     sessions_replaced: Counter,
     admissions_refused: Family<CauseLabels, Counter>,
     pending_queue_depth: Gauge,
-    pending_dropped: Counter,
+    pending_queued: Counter,
+    pending_dropped: Family<ReasonLabels, Counter>,
+    recoveries: Family<CompleteLabels, Counter>,
+    messages_replayed: Counter,
+    acks: Family<OutcomeLabels, Counter>,
+    messages_resent: Counter,
     http_requests: Family<RequestLabels, Counter>,
     http_request_duration: Family<RouteLabels, DurationHistogram>,
 }
@@ -163,7 +188,21 @@ impl Metrics {
             drop(admissions_refused.get_or_create(&CauseLabels { cause }));
         }
         let pending_queue_depth = Gauge::default();
-        let pending_dropped = Counter::default();
+        let pending_queued = Counter::default();
+        let pending_dropped = Family::<ReasonLabels, Counter>::default();
+        for reason in PENDING_DROP_REASONS {
+            drop(pending_dropped.get_or_create(&ReasonLabels { reason }));
+        }
+        let recoveries = Family::<CompleteLabels, Counter>::default();
+        for complete in ["true", "false"] {
+            drop(recoveries.get_or_create(&CompleteLabels { complete }));
+        }
+        let messages_replayed = Counter::default();
+        let acks = Family::<OutcomeLabels, Counter>::default();
+        for outcome in ACK_OUTCOMES {
+            drop(acks.get_or_create(&OutcomeLabels { outcome }));
+        }
+        let messages_resent = Counter::default();
         let http_requests = Family::<RequestLabels, Counter>::default();
         let http_request_duration = Family::<RouteLabels, DurationHistogram>::new_with_constructor(
             DurationHistogram::request_duration as fn() -> DurationHistogram,
@@ -221,9 +260,34 @@ impl Metrics {
             pending_queue_depth.clone(),
         );
         registry.register(
+            "pending_queued",
+            "Messages put in a pending queue (one per player without a live connection)",
+            pending_queued.clone(),
+        );
+        registry.register(
             "pending_dropped",
-            "Messages dropped from pending queues",
+            "Messages dropped from pending queues or never queued, by reason (expired, overflow)",
             pending_dropped.clone(),
+        );
+        registry.register(
+            "recoveries",
+            "Resumes answered with a recovery event, by whether the replay was complete",
+            recoveries.clone(),
+        );
+        registry.register(
+            "messages_replayed",
+            "Messages replayed to resuming connections",
+            messages_replayed.clone(),
+        );
+        registry.register(
+            "acks",
+            "Acknowledgement waits ended, by outcome (acked, expired, dropped)",
+            acks.clone(),
+        );
+        registry.register(
+            "messages_resent",
+            "Resends of messages awaiting acknowledgement (one per message per player)",
+            messages_resent.clone(),
         );
         registry.register(
             "http_requests",
@@ -265,7 +329,12 @@ impl Metrics {
             sessions_replaced,
             admissions_refused,
             pending_queue_depth,
+            pending_queued,
             pending_dropped,
+            recoveries,
+            messages_replayed,
+            acks,
+            messages_resent,
             http_requests,
             http_request_duration,
         };
@@ -285,21 +354,61 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets `dualcast_pending_queue_depth`, the messages waiting for offline players.
-    ///
-    /// dualcast's hub does not feed it yet: until it does, the gauge stays at 0 unless the
-    /// host sets it.
-    pub fn set_pending_depth(&self, depth: i64) {
-        self.instruments.pending_queue_depth.set(depth);
+    /// The messages waiting in pending queues (`dualcast_pending_queue_depth`).
+    #[must_use]
+    pub fn pending_depth(&self) -> i64 {
+        self.instruments.pending_queue_depth.get()
     }
 
-    /// Adds `count` to `dualcast_pending_dropped_total`, the messages dropped from pending
-    /// queues.
-    ///
-    /// dualcast's hub does not feed it yet: until it does, the counter stays at 0 unless
-    /// the host counts drops itself.
-    pub fn pending_dropped(&self, count: u64) {
-        self.instruments.pending_dropped.inc_by(count);
+    /// How many messages were put in pending queues (`dualcast_pending_queued_total`).
+    #[must_use]
+    pub fn pending_queued(&self) -> u64 {
+        self.instruments.pending_queued.get()
+    }
+
+    /// How many pending messages were dropped for `reason`, `expired` or `overflow`
+    /// (`dualcast_pending_dropped_total{reason}`).
+    #[must_use]
+    pub fn pending_dropped_for(&self, reason: &'static str) -> u64 {
+        self.instruments
+            .pending_dropped
+            .get_or_create(&ReasonLabels { reason })
+            .get()
+    }
+
+    /// How many resumes were answered complete (`true`) or not
+    /// (`dualcast_recoveries_total{complete}`).
+    #[must_use]
+    pub fn recoveries(&self, complete: bool) -> u64 {
+        self.instruments
+            .recoveries
+            .get_or_create(&CompleteLabels {
+                complete: if complete { "true" } else { "false" },
+            })
+            .get()
+    }
+
+    /// How many messages were replayed (`dualcast_messages_replayed_total`).
+    #[must_use]
+    pub fn messages_replayed(&self) -> u64 {
+        self.instruments.messages_replayed.get()
+    }
+
+    /// How many acknowledgement waits ended with `outcome`: `acked`, `expired` or
+    /// `dropped` (`dualcast_acks_total{outcome}`).
+    #[must_use]
+    pub fn acks(&self, outcome: &'static str) -> u64 {
+        self.instruments
+            .acks
+            .get_or_create(&OutcomeLabels { outcome })
+            .get()
+    }
+
+    /// How many resends of unacknowledged messages went out
+    /// (`dualcast_messages_resent_total`).
+    #[must_use]
+    pub fn messages_resent(&self) -> u64 {
+        self.instruments.messages_resent.get()
     }
 
     /// How many connections of `kind` are live (`dualcast_connections{kind}`).
@@ -420,6 +529,41 @@ impl Observer for Metrics {
 
     fn session_replaced(&self) {
         self.instruments.sessions_replaced.inc();
+    }
+
+    fn queued(&self, count: u64, depth: u64) {
+        self.instruments.pending_queued.inc_by(count);
+        self.instruments
+            .pending_queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    fn pending_dropped(&self, reason: &'static str, count: u64) {
+        self.instruments
+            .pending_dropped
+            .get_or_create(&ReasonLabels { reason })
+            .inc_by(count);
+    }
+
+    fn recovered(&self, complete: bool, replayed: u64) {
+        self.instruments
+            .recoveries
+            .get_or_create(&CompleteLabels {
+                complete: if complete { "true" } else { "false" },
+            })
+            .inc();
+        self.instruments.messages_replayed.inc_by(replayed);
+    }
+
+    fn ack_settled(&self, outcome: &'static str) {
+        self.instruments
+            .acks
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    fn resent(&self, count: u64) {
+        self.instruments.messages_resent.inc_by(count);
     }
 }
 

@@ -22,7 +22,12 @@
 //! | `dualcast_sessions_replaced_total` | counter | |
 //! | `dualcast_admissions_refused_total` | counter | `cause` |
 //! | `dualcast_pending_queue_depth` | gauge | |
-//! | `dualcast_pending_dropped_total` | counter | |
+//! | `dualcast_pending_queued_total` | counter | |
+//! | `dualcast_pending_dropped_total` | counter | `reason` |
+//! | `dualcast_recoveries_total` | counter | `complete` |
+//! | `dualcast_messages_replayed_total` | counter | |
+//! | `dualcast_acks_total` | counter | `outcome` |
+//! | `dualcast_messages_resent_total` | counter | |
 //! | `dualcast_http_requests_total` | counter | `route`, `method`, `status` |
 //! | `dualcast_http_request_duration_seconds` | histogram | `route`, `method` |
 //!
@@ -33,9 +38,11 @@
 //! - `cause` is the [`AdmissionRefused`](crate::error::AdmissionRefused) cause of a refusal.
 //! - Establishment buckets: 0.5 ms doubling to 8.192 s, then `+Inf`. Request duration
 //!   buckets: 0.1 ms doubling to 13.1072 s, then `+Inf`.
-//! - `dualcast_pending_queue_depth` and `dualcast_pending_dropped_total` are registered for
-//!   the pending queue, which dualcast's hub does not feed yet; see
-//!   [`Metrics::set_pending_depth`] and [`Metrics::pending_dropped`].
+//! - The pending queue: `dualcast_pending_queue_depth` is what waits over the hub (set as
+//!   it changes by publishes and connects); `reason` of a drop is `expired` (past its TTL,
+//!   or its player forgotten) or `overflow` (a bound was full). `complete` of a recovery is
+//!   `true` or `false`; `outcome` of an acknowledgement wait is `acked`, `expired` or
+//!   `dropped`.
 //!
 //! The series by `kind` (and closed by `kind` for the reasons above) exist from the start,
 //! at 0. A family whose series depend on traffic (`http_*`, `admissions_refused`, a close
@@ -198,4 +205,30 @@ pub trait Observer: Send + Sync + 'static {
 
     /// A session was replaced by a new one.
     fn session_replaced(&self) {}
+
+    /// `count` messages went into pending queues (zero: only the depth changed); `depth`
+    /// messages now wait over the hub.
+    fn queued(&self, count: u64, depth: u64) {
+        let _ = (count, depth);
+    }
+
+    /// `count` pending messages were dropped for `reason` (`expired` or `overflow`).
+    fn pending_dropped(&self, reason: &'static str, count: u64) {
+        let _ = (reason, count);
+    }
+
+    /// A resuming connection was answered: `complete` or not, `replayed` messages.
+    fn recovered(&self, complete: bool, replayed: u64) {
+        let _ = (complete, replayed);
+    }
+
+    /// A message stopped awaiting acknowledgement: `acked`, `expired` or `dropped`.
+    fn ack_settled(&self, outcome: &'static str) {
+        let _ = outcome;
+    }
+
+    /// `count` resends of unacknowledged messages went out.
+    fn resent(&self, count: u64) {
+        let _ = count;
+    }
 }

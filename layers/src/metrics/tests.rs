@@ -331,14 +331,30 @@ fn hub_figures_move_their_counters() {
     metrics.outbox_overflow();
     metrics.outbox_overflow();
     metrics.session_replaced();
-    metrics.set_pending_depth(7);
-    metrics.pending_dropped(3);
+    metrics.queued(2, 7);
+    metrics.pending_dropped("expired", 3);
+    metrics.pending_dropped("overflow", 1);
+    metrics.recovered(true, 4);
+    metrics.recovered(false, 0);
+    metrics.ack_settled("acked");
+    metrics.ack_settled("expired");
+    metrics.ack_settled("expired");
+    metrics.resent(6);
 
     assert_eq!(metrics.messages_delivered(Transport::WebSocket), 5);
     assert_eq!(metrics.messages_delivered(Transport::Sse), 3);
     assert_eq!(metrics.delivery_failures(), 4);
     assert_eq!(metrics.outbox_overflows(), 2);
     assert_eq!(metrics.sessions_replaced(), 1);
+    assert_eq!((metrics.pending_depth(), metrics.pending_queued()), (7, 2));
+    assert_eq!(metrics.pending_dropped_for("expired"), 3);
+    assert_eq!(
+        (metrics.recoveries(true), metrics.recoveries(false)),
+        (1, 1)
+    );
+    assert_eq!(metrics.messages_replayed(), 4);
+    assert_eq!((metrics.acks("acked"), metrics.acks("expired")), (1, 2));
+    assert_eq!(metrics.messages_resent(), 6);
     let text = text(&registry);
     for line in [
         "dualcast_messages_delivered_total{kind=\"websocket\"} 5\n",
@@ -347,7 +363,14 @@ fn hub_figures_move_their_counters() {
         "dualcast_outbox_overflows_total 2\n",
         "dualcast_sessions_replaced_total 1\n",
         "dualcast_pending_queue_depth 7\n",
-        "dualcast_pending_dropped_total 3\n",
+        "dualcast_pending_queued_total 2\n",
+        "dualcast_pending_dropped_total{reason=\"expired\"} 3\n",
+        "dualcast_pending_dropped_total{reason=\"overflow\"} 1\n",
+        "dualcast_recoveries_total{complete=\"true\"} 1\n",
+        "dualcast_messages_replayed_total 4\n",
+        "dualcast_acks_total{outcome=\"expired\"} 2\n",
+        "dualcast_acks_total{outcome=\"dropped\"} 0\n",
+        "dualcast_messages_resent_total 6\n",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
@@ -388,6 +411,11 @@ async fn the_exposition_names_every_metric() {
         "# TYPE dualcast_admissions_refused counter\n",
         "# TYPE dualcast_pending_queue_depth gauge\n",
         "# TYPE dualcast_pending_dropped counter\n",
+        "# TYPE dualcast_pending_queued counter\n",
+        "# TYPE dualcast_recoveries counter\n",
+        "# TYPE dualcast_messages_replayed counter\n",
+        "# TYPE dualcast_acks counter\n",
+        "# TYPE dualcast_messages_resent counter\n",
         "# TYPE dualcast_http_requests counter\n",
         "# TYPE dualcast_http_request_duration_seconds histogram\n",
         "# UNIT dualcast_http_request_duration_seconds seconds\n",
@@ -405,7 +433,16 @@ async fn the_exposition_names_every_metric() {
         "dualcast_sessions_replaced_total ",
         "dualcast_admissions_refused_total{",
         "dualcast_pending_queue_depth ",
-        "dualcast_pending_dropped_total ",
+        "dualcast_pending_dropped_total{reason=\"expired\"} 0",
+        "dualcast_pending_dropped_total{reason=\"overflow\"} 0",
+        "dualcast_pending_queued_total 0",
+        "dualcast_recoveries_total{complete=\"true\"} 0",
+        "dualcast_recoveries_total{complete=\"false\"} 0",
+        "dualcast_messages_replayed_total 0",
+        "dualcast_acks_total{outcome=\"acked\"} 0",
+        "dualcast_acks_total{outcome=\"expired\"} 0",
+        "dualcast_acks_total{outcome=\"dropped\"} 0",
+        "dualcast_messages_resent_total 0",
         "dualcast_http_requests_total{",
         "dualcast_http_request_duration_seconds_bucket{",
     ] {
