@@ -26,6 +26,10 @@
 //! | `DUALCAST_PRESENCE_GRACE_SECS` | `10` | seconds a player stays `reconnecting` after its last connection |
 //! | `DUALCAST_STATE_TTL_SECS` | `300` | seconds an offline player's rooms and session are kept |
 //! | `DUALCAST_INBOUND_RATE` | `20` | client messages a second per connection, burst twice that (`0`: off) |
+//! | `DUALCAST_REPLAY_COUNT` | `100` | messages kept per player for a reconnect to replay (`0`: off) |
+//! | `DUALCAST_REPLAY_AGE_SECS` | `300` | seconds a message stays replayable |
+//! | `DUALCAST_PENDING_COUNT` | `100` | messages queued per player with no live connection (`0`: off) |
+//! | `DUALCAST_MESSAGE_TTL_SECS` | `300` | default lifetime of a message in a pending queue, the replay buffer, or awaiting an ack (a publish's `ttl_ms` overrides it) |
 //! | `RUST_LOG` | `info` | log filter (`tracing-subscriber` syntax) |
 //!
 //! Client messages: `{"type":"say","data":{"room":"lobby","text":"hi"}}` (a WebSocket text
@@ -44,8 +48,9 @@ use dualcast::dualcast_layers::jwt::{issue_hs256, Claims};
 use dualcast::dualcast_layers::track::TrustedProxy;
 use dualcast::error::ErrorType;
 use dualcast::{
-    AuthLayer, ClientMessage, Dualcast, HeartbeatSettings, Hub, InboundSettings, JwtAuthenticator,
-    Message, MessageHandler, Role, ServeSettings, SseSettings, TrackLayer, WebSocketSettings,
+    AuthLayer, ClientMessage, DeliverySettings, Dualcast, HeartbeatSettings, Hub, InboundSettings,
+    JwtAuthenticator, Message, MessageHandler, Role, ServeSettings, SseSettings, TrackLayer,
+    WebSocketSettings,
 };
 use tower::Layer;
 use tower_http::trace::TraceLayer;
@@ -119,6 +124,17 @@ async fn run() -> Result<(), String> {
             60,
         )?));
     let inbound_rate: u32 = setting("DUALCAST_INBOUND_RATE", 20)?;
+    let delivery = DeliverySettings::new()
+        .replay_count(setting("DUALCAST_REPLAY_COUNT", 100)?)
+        .replay_age(Duration::from_secs(setting(
+            "DUALCAST_REPLAY_AGE_SECS",
+            300,
+        )?))
+        .pending_count(setting("DUALCAST_PENDING_COUNT", 100)?)
+        .message_ttl(Duration::from_secs(setting(
+            "DUALCAST_MESSAGE_TTL_SECS",
+            300,
+        )?));
     let hub = Hub::builder()
         .outbox_capacity(outbox_capacity)
         .strict_sessions(strict_sessions)
@@ -132,6 +148,7 @@ async fn run() -> Result<(), String> {
             300,
         )?))
         .inbound(InboundSettings::new().rate(inbound_rate, inbound_rate.saturating_mul(2)))
+        .delivery(delivery)
         .message_handler(say_to_room())
         .build();
     let auth = AuthLayer::new(JwtAuthenticator::hs256(&secret));

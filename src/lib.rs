@@ -57,8 +57,9 @@ pub use connection::{
 pub use error::ApiError;
 pub use extract::{ApiTarget, RequestedPlayer};
 pub use hub::{
-    ConnectionGuard, DeliveryReport, HeartbeatSettings, Hub, HubAdmission, HubEvent, HubSettings,
-    Outbox, Presence, RegisterError, Registration, SessionBegun, SessionInfo, SHUTDOWN_GRACE,
+    AckOutcome, ConnectionGuard, DeliveryReport, DeliverySettings, HeartbeatSettings, Hub,
+    HubAdmission, HubEvent, HubSettings, Outbox, Presence, RegisterError, Registration,
+    SessionBegun, SessionInfo, SHUTDOWN_GRACE,
 };
 pub use inbound::{ClientMessage, InboundSettings, MessageHandler};
 pub use limits::ServeSettings;

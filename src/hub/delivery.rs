@@ -218,7 +218,7 @@ impl Hub {
         );
         if recorded.awaiting {
             *report.awaiting_ack.get_or_insert(0) += 1;
-            if let Some(next) = mailbox.next_resend() {
+            if let Some(next) = mailbox.schedule() {
                 self.schedule_resend(next, player_id);
             }
         }

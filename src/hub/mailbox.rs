@@ -204,6 +204,16 @@ impl Totals {
     pub(super) fn pending(&self) -> usize {
         self.pending.load(Ordering::Acquire)
     }
+
+    /// Entries counted now: (replay, pending, awaiting).
+    #[cfg(test)]
+    pub(super) fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.replay.load(Ordering::Acquire),
+            self.pending.load(Ordering::Acquire),
+            self.awaiting.load(Ordering::Acquire),
+        )
+    }
 }
 
 /// One publish as the mailboxes see it.
@@ -346,9 +356,18 @@ pub(super) struct Mailbox {
     /// Sorted: higher priority first, then publish order.
     pending: Vec<Pending>,
     awaiting: Vec<Awaiting>,
+    /// When the hub's resend queue holds this player's one live entry: at most one at a
+    /// time, so the queue grows with players awaiting acks, not with publishes.
+    resend_at: Option<Instant>,
 }
 
 impl Mailbox {
+    /// Entries held: (replay, pending, awaiting).
+    #[cfg(test)]
+    pub(super) fn counts(&self) -> (usize, usize, usize) {
+        (self.replay.len(), self.pending.len(), self.awaiting.len())
+    }
+
     /// Whether it holds nothing (its player may be forgotten without loss).
     pub(super) fn is_empty(&self) -> bool {
         self.replay.is_empty() && self.pending.is_empty() && self.awaiting.is_empty()
@@ -395,8 +414,12 @@ impl Mailbox {
         while self.replay.len() >= settings.replay_count {
             self.replay.pop_front();
         }
-        Totals::give(&totals.replay, before - self.replay.len());
-        if !Totals::take(&totals.replay, settings.replay_total) {
+        let evicted = before - self.replay.len();
+        if evicted > 0 {
+            // The new entry takes the place of one evicted: the total is unchanged by it
+            // (the common case once a buffer is full: no atomic operation at all).
+            Totals::give(&totals.replay, evicted - 1);
+        } else if !Totals::take(&totals.replay, settings.replay_total) {
             // The hub is full: this player's oldest makes room, if it has one.
             if self.replay.pop_front().is_none() {
                 return;
@@ -555,8 +578,29 @@ impl Mailbox {
     }
 
     /// When the next resend (or expiry) of a message awaiting acknowledgement is due.
-    pub(super) fn next_resend(&self) -> Option<Instant> {
+    fn next_resend(&self) -> Option<Instant> {
         self.awaiting.iter().map(|a| a.next.min(a.expires)).min()
+    }
+
+    /// When the resend queue should next look at this player, if that is earlier than the
+    /// entry it holds (or it holds none): the caller pushes an entry for that time.
+    pub(super) fn schedule(&mut self) -> Option<Instant> {
+        let next = self.next_resend()?;
+        if self.resend_at.is_some_and(|at| at <= next) {
+            return None;
+        }
+        self.resend_at = Some(next);
+        Some(next)
+    }
+
+    /// Takes the resend queue's entry for `at`: false for an entry that a newer, earlier
+    /// one replaced (nothing to do for it).
+    pub(super) fn take_scheduled(&mut self, at: Instant) -> bool {
+        if self.resend_at != Some(at) {
+            return false;
+        }
+        self.resend_at = None;
+        true
     }
 
     /// The messages due a resend at `now` (each rescheduled with backoff), and those whose

@@ -16,8 +16,10 @@ use super::{DeliveryReport, Hub};
 use crate::connection::Connection;
 use crate::message::{Frame, Message};
 
-/// Players with a message awaiting acknowledgement, by when the next resend is due. A
-/// player may be in it more than once (an entry that finds nothing due is dropped).
+/// Players with a message awaiting acknowledgement, by when the next resend is due. Each
+/// player's mailbox knows its one live entry (`Mailbox::schedule`), so the queue grows with
+/// the players awaiting acks, not with publishes; an entry replaced by an earlier one is
+/// dropped when it comes up.
 pub(super) type ResendQueue = BinaryHeap<Reverse<(Instant, Arc<str>)>>;
 
 impl Hub {
@@ -147,7 +149,7 @@ impl Hub {
     /// what expired.
     pub(super) fn resend_due(&self, now: Instant) {
         loop {
-            let player_id = {
+            let (at, player_id) = {
                 let mut resends = self
                     .inner
                     .resends
@@ -158,15 +160,16 @@ impl Hub {
                     _ => return,
                 }
                 match resends.pop() {
-                    Some(Reverse((_, player_id))) => player_id,
+                    Some(Reverse(entry)) => entry,
                     None => return,
                 }
             };
-            self.resend_to(&player_id, now);
+            self.resend_to(&player_id, at, now);
         }
     }
 
-    fn resend_to(&self, player_id: &str, now: Instant) {
+    /// Resends to `player_id` what is due at `now`, for its resend queue entry of `at`.
+    fn resend_to(&self, player_id: &str, at: Instant, now: Instant) {
         let mut report = DeliveryReport::new_resend();
         let mut failed = Vec::new();
         let settings = &self.inner.settings.delivery;
@@ -179,13 +182,16 @@ impl Hub {
                 .mailbox
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
+            if !mailbox.take_scheduled(at) {
+                return;
+            }
             let (due, expired) = mailbox.due_resends(now, settings, &self.inner.totals);
             for frame in &due {
                 for connection in &player.connections {
                     self.send_frame(connection, frame, &mut report, &mut failed);
                 }
             }
-            let next = mailbox.next_resend();
+            let next = mailbox.schedule();
             drop(mailbox);
             if !due.is_empty() {
                 if let Some(observer) = self.observer() {

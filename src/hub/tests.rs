@@ -2,6 +2,7 @@ use super::*;
 use crate::connection::{ConnectionKind, Health};
 use crate::message::Message;
 use serde_json::json;
+use std::time::Duration;
 
 fn message() -> Message {
     Message::json("test", json!({"n": 1}))
@@ -345,4 +346,93 @@ fn a_keeper_whose_runtime_shut_down_is_started_again_on_the_next_runtime() {
             .expect("a keeper on this runtime ends it");
         assert_eq!(reason, DisconnectReason::AuthExpired);
     });
+}
+
+/// SPEC §4's bounds: messages published to players who never connect hold memory to the
+/// hub-wide totals, whatever the volume, and the counted totals match what the mailboxes
+/// hold; once the players' grace and state TTL pass, everything is released.
+#[tokio::test(start_paused = true)]
+async fn publishing_to_players_who_never_connect_holds_memory_to_the_bounds() {
+    let delivery = DeliverySettings::new()
+        .replay_count(5)
+        .replay_total(800)
+        .pending_count(3)
+        .pending_total(500)
+        .awaiting_total(50);
+    let hub = Hub::with_settings(HubSettings::default().delivery(delivery));
+    let mut queued = 0;
+    for n in 0..20_000 {
+        let player = format!("never-{}", n % 10_000);
+        let message = message().with_ack(n % 7 == 0);
+        queued += usize::from(hub.send_to_player(&player, &message).queued);
+        if n % 1_000 == 0 {
+            queued += hub.broadcast_global(&message, &[]).queued_for.unwrap_or(0);
+        }
+    }
+    assert_eq!(queued, 500, "the hub's pending total bounds what is queued");
+    let (players, held) = {
+        let registry = hub.read();
+        let mut held = (0, 0, 0);
+        for player in registry.players.values() {
+            let counts = player.mailbox.lock().unwrap().counts();
+            held = (held.0 + counts.0, held.1 + counts.1, held.2 + counts.2);
+        }
+        (registry.players.len(), held)
+    };
+    assert!(players <= 500, "{players} player entries for 500 queued");
+    assert_eq!(
+        held,
+        hub.inner.totals.counts(),
+        "the totals count what is held"
+    );
+    assert!(held.0 <= 800 && held.1 <= 500 && held.2 <= 50, "{held:?}");
+
+    let idle = hub.inner.settings.presence_grace + hub.inner.settings.state_ttl;
+    tokio::time::sleep(idle + Duration::from_secs(2)).await;
+    poll_until_released(&hub).await;
+}
+
+/// Waits (on the paused clock) until the keeper has forgotten every player.
+async fn poll_until_released(hub: &Hub) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !hub.read().players.is_empty() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+    .await
+    .expect("every idle player forgotten");
+    assert_eq!(hub.inner.totals.counts(), (0, 0, 0));
+}
+
+/// The resend queue holds one entry per player awaiting acks, however many messages it
+/// awaits: it grew by one per publish (and each entry rescheduled itself) before.
+#[tokio::test(start_paused = true)]
+async fn the_resend_queue_grows_with_players_not_with_publishes() {
+    let hub = Hub::new();
+    let (_guard, mut outbox) = hub
+        .register(Registration::new("alice", ConnectionKind::WebSocket))
+        .unwrap();
+    for _ in 0..50 {
+        let report = hub.send_to_player("alice", &message().with_ack(true));
+        assert_eq!(report.awaiting_ack, Some(1));
+    }
+    let queued = || hub.inner.resends.lock().unwrap().len();
+    assert_eq!(queued(), 1);
+    // Two rounds of resends: still one entry, and each message resent each round.
+    let retry = DeliverySettings::default().ack_retry;
+    for round in 1..=2 {
+        tokio::time::sleep(retry * round + Duration::from_millis(1)).await;
+        let mut resent = 0;
+        tokio::time::timeout(Duration::from_secs(1), async {
+            while resent < 100 {
+                if outbox.recv().await.is_some() {
+                    resent += 1;
+                }
+            }
+        })
+        .await
+        .ok();
+        assert!(resent >= 50, "round {round}: {resent} frames");
+        assert_eq!(queued(), 1, "round {round}");
+    }
 }
