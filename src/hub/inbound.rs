@@ -4,7 +4,8 @@
 //! Each message first takes a token from its connection's [`InboundBudget`] (a flood is
 //! refused with `rate_limited`, and sustained abuse ends the connection with
 //! `protocol_error`), then is [parsed](crate::inbound::parse). The reserved `ping` is
-//! answered with `pong` here; `ack` is taken; every other type goes to the host's
+//! answered with `pong` here; `ack` settles a message awaiting acknowledgement (and, if it
+//! did, gives its rate token back); every other type goes to the host's
 //! [`MessageHandler`](crate::inbound::MessageHandler), at most
 //! [`InboundSettings::max_in_flight`](crate::inbound::InboundSettings) at once per
 //! connection.
@@ -99,7 +100,15 @@ impl Hub {
                 return Received::Reply(Message::json("pong", json!({ "id": id })));
             }
             Ok(Parsed::Ack { id }) => {
-                self.acknowledge(connection, &id);
+                if self.acknowledge(connection, &id) {
+                    // Acks of what the server asked for do not count against the rate: a
+                    // client receiving many such messages must be able to ack them all.
+                    connection
+                        .inbound
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .refund(settings);
+                }
                 return Received::Taken;
             }
             Ok(Parsed::Message {

@@ -406,11 +406,7 @@ impl Mailbox {
             return;
         }
         let before = self.replay.len();
-        while self.replay.front().is_some_and(|oldest| {
-            meta.at.saturating_duration_since(oldest.at) > settings.replay_age
-        }) {
-            self.replay.pop_front();
-        }
+        self.forget_older_than(meta.at, settings);
         while self.replay.len() >= settings.replay_count {
             self.replay.pop_front();
         }
@@ -430,6 +426,18 @@ impl Mailbox {
             at: meta.at,
             expires: meta.expires,
         });
+    }
+
+    /// Drops the replay entries older than the replay age at `now`, without giving their
+    /// count back (the caller does).
+    fn forget_older_than(&mut self, now: Instant, settings: &DeliverySettings) {
+        while self
+            .replay
+            .front()
+            .is_some_and(|oldest| now.saturating_duration_since(oldest.at) > settings.replay_age)
+        {
+            self.replay.pop_front();
+        }
     }
 
     fn queue(
@@ -523,9 +531,14 @@ impl Mailbox {
         &mut self,
         resume: Option<Resume<'_>>,
         now: Instant,
+        settings: &DeliverySettings,
         totals: &Totals,
     ) -> CatchUp {
         let mut catch_up = CatchUp::default();
+        let before = self.replay.len();
+        // An id older than the replay age is as good as gone, even if nothing newer came.
+        self.forget_older_than(now, settings);
+        Totals::give(&totals.replay, before - self.replay.len());
         if let Some(resume) = resume {
             let position = match resume {
                 Resume::Here(id) => self.replay.iter().rposition(|r| r.frame.id() == id),

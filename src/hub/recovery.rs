@@ -38,7 +38,12 @@ impl Hub {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
         let resume = resume.map(|id| Resume::parse(id, &self.inner.epoch));
-        let mut catch_up = mailbox.catch_up(resume, now, &self.inner.totals);
+        let mut catch_up = mailbox.catch_up(
+            resume,
+            now,
+            &self.inner.settings.delivery,
+            &self.inner.totals,
+        );
         self.count_dropped(catch_up.pending_expired, 0);
         if let Some(observer) = self.observer() {
             if catch_up.pending_delivered > 0 || catch_up.pending_expired > 0 {
@@ -64,20 +69,22 @@ impl Hub {
 
     /// Takes a client's acknowledgement of envelope `id` for `connection`'s player: the
     /// message stops being resent. An id the player is not waiting on is ignored (a
-    /// duplicate ack, or one for a message that expired).
-    pub(crate) fn acknowledge(&self, connection: &Connection, id: &str) {
+    /// duplicate ack, or one for a message that expired): false.
+    pub(crate) fn acknowledge(&self, connection: &Connection, id: &str) -> bool {
         let registry = self.read();
         let Some((key, player)) = registry.players.get_key_value(&*connection.player_id) else {
-            return;
+            return false;
         };
         let settled = player
             .mailbox
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .acknowledge(id, &self.inner.totals);
-        if let Some(settled) = settled {
-            self.settle(key, vec![settled]);
-        }
+        let Some(settled) = settled else {
+            return false;
+        };
+        self.settle(key, vec![settled]);
+        true
     }
 
     /// Reports messages that stopped awaiting acknowledgement: an event and a count each.
@@ -102,7 +109,8 @@ impl Hub {
         }
     }
 
-    /// Counts pending messages dropped: `expired` past their TTL, `overflow` by a bound.
+    /// Counts pending messages dropped: `expired` past their TTL (or their player's state),
+    /// `overflow` by a bound; and the queues' new depth.
     pub(super) fn count_dropped(&self, expired: usize, overflow: usize) {
         if expired + overflow == 0 {
             return;
@@ -114,6 +122,7 @@ impl Hub {
             if overflow > 0 {
                 observer.pending_dropped("overflow", overflow as u64);
             }
+            observer.queued(0, self.inner.totals.pending() as u64);
         }
         tracing::debug!(expired, overflow, "pending messages dropped");
     }

@@ -436,3 +436,44 @@ async fn the_resend_queue_grows_with_players_not_with_publishes() {
         assert_eq!(queued(), 1, "round {round}");
     }
 }
+
+/// A client acks every message the server asked it to, however many: settling acks give
+/// their rate token back (a flood of 30 acks on a 1/s, burst 2 budget was refused, and
+/// would have ended the connection), while acks of nothing still cost one.
+#[tokio::test(start_paused = true)]
+async fn acks_of_awaited_messages_do_not_count_against_the_rate_limit() {
+    use crate::inbound::InboundSettings;
+    use crate::inbound::Transport;
+    let settings = HubSettings::default().inbound(InboundSettings::new().rate(1, 2));
+    let hub = Hub::with_settings(settings);
+    let (guard, mut outbox) = hub
+        .register(Registration::new("alice", ConnectionKind::WebSocket))
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        ids.push(hub.send_to_player("alice", &message().with_ack(true)).id);
+    }
+    while outbox.try_recv().is_some() {}
+    let ack = |id: &str| {
+        let text = json!({"type": "ack", "data": {"id": id}}).to_string();
+        let received = hub.receive(
+            guard.connection(),
+            Content::Text(&text),
+            Transport::WebSocket,
+        );
+        matches!(received, Received::Taken)
+    };
+    for id in &ids {
+        assert!(ack(id), "the ack of {id} was refused");
+    }
+    let awaiting = hub.read().players["alice"]
+        .mailbox
+        .lock()
+        .unwrap()
+        .counts()
+        .2;
+    assert_eq!(awaiting, 0, "every message acked");
+    // Acks of nothing are rate limited like any message.
+    let refused = (0..5).filter(|_| !ack("none-1")).count();
+    assert!(refused >= 3, "{refused} of 5 acks of nothing refused");
+}

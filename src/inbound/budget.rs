@@ -176,6 +176,17 @@ impl InboundBudget {
         }
     }
 
+    /// Gives back the token of a message that turned out to cost nothing to abuse: an
+    /// acknowledgement that settled a message the server itself asked to have acked (each
+    /// can be settled once, so a client gains at most one token per such message).
+    pub fn refund(&mut self, settings: &InboundSettings) {
+        let capacity = settings.capacity_milli_tokens();
+        self.milli_tokens = self
+            .milli_tokens
+            .saturating_add(MILLI_TOKENS_PER_TOKEN)
+            .min(capacity);
+    }
+
     fn refill(&mut self, settings: &InboundSettings, elapsed: Duration) {
         let now_millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let Some(since_millis) = now_millis.checked_sub(self.last_refill_millis) else {
