@@ -477,3 +477,34 @@ async fn acks_of_awaited_messages_do_not_count_against_the_rate_limit() {
     let refused = (0..5).filter(|_| !ack("none-1")).count();
     assert!(refused >= 3, "{refused} of 5 acks of nothing refused");
 }
+
+/// An id older than the replay age is gone even when nothing newer pushed it out: the
+/// resume is answered `complete: false` (it was replayed as complete before).
+#[tokio::test(start_paused = true)]
+async fn a_resume_from_beyond_the_replay_age_is_incomplete() {
+    let delivery = DeliverySettings::new()
+        .replay_age(Duration::from_secs(60))
+        .message_ttl(Duration::from_secs(3600));
+    let hub = Hub::with_settings(HubSettings::default().delivery(delivery));
+    let recovery_after = |wait: Duration, last: &str| {
+        let hub = hub.clone();
+        let last = last.to_owned();
+        async move {
+            tokio::time::sleep(wait).await;
+            let (_guard, mut outbox) = hub
+                .register(Registration::new("alice", ConnectionKind::Sse).last_event_id(last))
+                .unwrap();
+            let frame = outbox.try_recv().expect("the recovery event");
+            let envelope: serde_json::Value = serde_json::from_str(frame.json()).unwrap();
+            assert_eq!(envelope["type"], "recovery");
+            envelope["data"]["complete"].as_bool().unwrap()
+        }
+    };
+    let (guard, _outbox) = hub
+        .register(Registration::new("alice", ConnectionKind::Sse))
+        .unwrap();
+    let last = hub.send_to_player("alice", &message()).id;
+    drop(guard);
+    assert!(recovery_after(Duration::from_secs(30), &last).await);
+    assert!(!recovery_after(Duration::from_secs(31), &last).await);
+}
