@@ -13,13 +13,13 @@ use std::time::SystemTime;
 use dualcast_layers::{AuthError, AuthErrorKind, Identity, OwnedLeases};
 use http::{Method, Request, Response, StatusCode};
 
-use crate::api::validate_session_id;
+use crate::api::{invalid_session_id, validate_session_id};
 use crate::body::ResponseBody;
 use crate::connection::ConnectionKind;
 use crate::error::{ApiError, ErrorType};
 use crate::hub::{ConnectionGuard, Hub, Outbox, RegisterError, Registration};
 use dualcast_layers::metrics::RequestStart;
-use dualcast_layers::query::query_param;
+use dualcast_layers::query::{has_query_param, query_param};
 use dualcast_layers::session::{Session, SessionRefused};
 
 /// The player a route names, e.g. `alice` in `/sse/alice`: a connection request carrying it
@@ -151,6 +151,10 @@ pub(crate) fn register<B>(
         }
         None => {
             let query = query_param(request.uri(), "session_id");
+            if query.is_none() && has_query_param(request.uri(), "session_id") {
+                // Present but not decodable: invalid, not absent.
+                return Err(invalid_session_id());
+            }
             if let Some(session_id) = query.as_deref().or(identity.session_id()) {
                 validate_session_id(session_id)?;
                 registration = registration.session(session_id);
@@ -191,7 +195,14 @@ fn resume_id<B>(request: &Request<B>) -> Result<Option<String>, ApiError> {
                 .map(str::to_owned)
                 .map_err(|_| bad_resume_id())?,
         ),
-        None => query_param(request.uri(), "last_event_id").map(|id| id.into_owned()),
+        None => match query_param(request.uri(), "last_event_id") {
+            Some(id) => Some(id.into_owned()),
+            // Present but not decodable (a bad escape, not UTF-8): invalid, not absent.
+            None if has_query_param(request.uri(), "last_event_id") => {
+                return Err(bad_resume_id());
+            }
+            None => None,
+        },
     };
     match id {
         Some(id) if id.is_empty() => Ok(None),
@@ -226,4 +237,45 @@ pub(crate) fn session_refused(refused: SessionRefused) -> ApiError {
 fn instant_of(time: SystemTime) -> Option<tokio::time::Instant> {
     let left = time.duration_since(SystemTime::now()).unwrap_or_default();
     tokio::time::Instant::now().checked_add(left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dualcast_layers::Role;
+
+    fn request(uri: &str) -> Request<()> {
+        let mut request = Request::get(uri).body(()).unwrap();
+        request
+            .extensions_mut()
+            .insert(Identity::new("alice", Role::Player).with_session_id("from-token"));
+        request
+    }
+
+    /// Without a session layer in front, a `session_id` or `last_event_id` that does not
+    /// decode is refused, not read as absent (which joined the token's session, or opened
+    /// the connection without the resume it asked for).
+    #[test]
+    fn undecodable_query_values_are_refused_not_ignored() {
+        let hub = Hub::new();
+        for (uri, code) in [
+            ("/sse/alice?session_id=%FF", "INVALID_SESSION_ID"),
+            ("/sse/alice?session_id=a%zz", "INVALID_SESSION_ID"),
+            ("/sse/alice?last_event_id=%", "INVALID_LAST_EVENT_ID"),
+        ] {
+            let error = register(&hub, &request(uri), ConnectionKind::Sse).unwrap_err();
+            assert_eq!(
+                (error.status(), error.code()),
+                (StatusCode::BAD_REQUEST, code),
+                "{uri}"
+            );
+        }
+        let (_guard, _outbox) = register(
+            &hub,
+            &request("/sse/alice?session_id=s%2D1"),
+            ConnectionKind::Sse,
+        )
+        .expect("a decodable id is taken");
+        assert_eq!(hub.connections_of("alice").len(), 1);
+    }
 }

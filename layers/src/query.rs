@@ -22,6 +22,26 @@ pub fn query_param<'a>(uri: &'a http::Uri, name: &str) -> Option<Cow<'a, str>> {
     })
 }
 
+/// Whether the URI's query has a parameter called `name`, whatever its value (compared
+/// undecoded, as [`query_param`] does): with it, a `None` from [`query_param`] means a
+/// value that could not be decoded, not an absent one.
+///
+/// ```
+/// use dualcast_layers::query::{has_query_param, query_param};
+///
+/// let uri: http::Uri = "/api/ws?last_event_id=%FF".parse().unwrap();
+/// assert_eq!(query_param(&uri, "last_event_id"), None);
+/// assert!(has_query_param(&uri, "last_event_id"));
+/// ```
+#[must_use]
+pub fn has_query_param(uri: &http::Uri, name: &str) -> bool {
+    uri.query().is_some_and(|query| {
+        query
+            .split('&')
+            .any(|pair| pair.split_once('=').map_or(pair, |(key, _)| key) == name)
+    })
+}
+
 /// Decodes a query value: `%XX` escapes, and `+` as a space. Borrows when there is nothing
 /// to decode; `None` for a malformed escape or a result that is not UTF-8.
 #[must_use]

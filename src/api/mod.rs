@@ -236,12 +236,17 @@ pub(crate) fn validate_name(what: &'static str, value: &str) -> Result<(), ApiEr
 /// Checks a session id: 1 to 128 bytes of printable ASCII (SPEC §3).
 pub(crate) fn validate_session_id(value: &str) -> Result<(), ApiError> {
     if !dualcast_layers::session::is_valid_session_id(value) {
-        return Err(ApiError::bad_request(
-            "INVALID_SESSION_ID",
-            format!("session_id must be 1 to {MAX_NAME_LEN} bytes of printable ASCII"),
-        ));
+        return Err(invalid_session_id());
     }
     Ok(())
+}
+
+/// `400 INVALID_SESSION_ID`.
+pub(crate) fn invalid_session_id() -> ApiError {
+    ApiError::bad_request(
+        "INVALID_SESSION_ID",
+        format!("session_id must be 1 to {MAX_NAME_LEN} bytes of printable ASCII"),
+    )
 }
 
 /// A JSON response of `value`.

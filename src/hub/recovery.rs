@@ -24,8 +24,9 @@ pub(super) type ResendQueue = BinaryHeap<Reverse<(Instant, Arc<str>)>>;
 
 impl Hub {
     /// What a connection registering now for `player` is sent before anything live: the
-    /// replay after `resume` (then a `recovery` event), the pending queue, and what awaits
-    /// an acknowledgement. Called under the registry's write lock, so no delivery runs
+    /// replay after `resume`, the pending queue (what the replay did not hold), what awaits
+    /// an acknowledgement, and last, for a resume, the `recovery` event: once it comes, the
+    /// connection has everything the hub kept for it. Called under the registry's write lock, so no delivery runs
     /// between the catch-up and the connection's first live message.
     pub(super) fn catch_up(
         &self,

@@ -103,7 +103,8 @@ impl Registration {
 
     /// The id of the last message the client got, to resume after it (SSE's
     /// `Last-Event-ID`, the `last_event_id` query): the connection is first sent the
-    /// player's messages after it, in order, then a `recovery` event
+    /// player's messages after it, in order (then its pending queue and what awaits an
+    /// acknowledgement, as for any new connection), then a `recovery` event
     /// `{"complete":…,"replayed":…}`; `complete: false` when the replay buffer no longer
     /// holds the id (too old, from before a restart, or not a message id), so the client
     /// knows to reload its state. Default: none (no replay, no `recovery` event; the

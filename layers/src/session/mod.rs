@@ -158,7 +158,7 @@ use http::{Request, Response, StatusCode, Uri};
 use tower::{Layer, Service};
 
 use crate::error::{AdmissionRefused, ErrorResponse, ErrorType};
-use crate::query::query_param;
+use crate::query::{has_query_param, query_param};
 use crate::Identity;
 
 pub mod future;
@@ -489,7 +489,7 @@ fn named_session<'a>(
     let named = match query_param(uri, SESSION_ID_PARAM) {
         Some(named) => Some(named),
         // Present but not decodable (a bad escape, not UTF-8): invalid, not absent.
-        None if has_param(uri, SESSION_ID_PARAM) => {
+        None if has_query_param(uri, SESSION_ID_PARAM) => {
             return Err(InvalidSessionId { shown: None });
         }
         None => identity.session_id().map(Cow::Borrowed),
@@ -500,14 +500,4 @@ fn named_session<'a>(
         }),
         named => Ok(named),
     }
-}
-
-/// Whether the URI's query has a parameter called `name` (compared undecoded, as
-/// [`query_param`] does).
-fn has_param(uri: &Uri, name: &str) -> bool {
-    uri.query().is_some_and(|query| {
-        query
-            .split('&')
-            .any(|pair| pair.split_once('=').map_or(pair, |(key, _)| key) == name)
-    })
 }
