@@ -3,7 +3,8 @@
 //!
 //! Each player has one [`Mailbox`] behind its own lock, taken by every delivery to the
 //! player while it writes to the player's outboxes, so the replay buffer holds messages in
-//! exactly the order every connection of the player got them. It is the seam a backplane
+//! exactly the order every connection of the player got them (a pending queue, sent in
+//! priority order, is moved to the back in that order when it is sent). It is the seam a backplane
 //! will share across nodes: the hub only records into it, asks it what a new connection
 //! must be sent, and hands it acks and resend ticks; nothing else touches this state.
 //!
@@ -97,7 +98,7 @@ impl DeliverySettings {
     /// Replay entries kept over the whole hub. Once reached, a player's new message
     /// replaces its own oldest one, or is not kept if it has none (a resume from before
     /// it then gets `complete: false`). An entry is a reference to the message's shared
-    /// bytes and its time (about 40 bytes); a room broadcast's bytes are shared by every
+    /// bytes and its times and priority (48 bytes); a room broadcast's bytes are shared by every
     /// member's entry. Default: 500,000.
     pub fn replay_total(mut self, total: usize) -> Self {
         self.replay_total = total;
@@ -250,6 +251,7 @@ struct Recorded {
     frame: Frame,
     at: Instant,
     expires: Instant,
+    priority: i32,
 }
 
 struct Pending {
@@ -385,7 +387,13 @@ impl Mailbox {
         totals: &Totals,
     ) -> RecordOutcome {
         let mut outcome = RecordOutcome::default();
-        self.keep_for_replay(frame, meta, settings, totals);
+        let recorded = Recorded {
+            frame: frame.clone(),
+            at: meta.at,
+            expires: meta.expires,
+            priority: meta.priority,
+        };
+        self.keep_for_replay(recorded, settings, totals);
         if reached == 0 && settings.pending_count > 0 {
             self.queue(frame, meta, settings, totals, &mut outcome);
         }
@@ -395,10 +403,11 @@ impl Mailbox {
         outcome
     }
 
+    /// Keeps `recorded` (sent to the player's connections, or to none, at its `at`) as the
+    /// newest entry of the replay buffer.
     fn keep_for_replay(
         &mut self,
-        frame: &Frame,
-        meta: &Meta,
+        recorded: Recorded,
         settings: &DeliverySettings,
         totals: &Totals,
     ) {
@@ -406,7 +415,7 @@ impl Mailbox {
             return;
         }
         let before = self.replay.len();
-        self.forget_older_than(meta.at, settings);
+        self.forget_older_than(recorded.at, settings);
         while self.replay.len() >= settings.replay_count {
             self.replay.pop_front();
         }
@@ -421,11 +430,7 @@ impl Mailbox {
                 return;
             }
         }
-        self.replay.push_back(Recorded {
-            frame: frame.clone(),
-            at: meta.at,
-            expires: meta.expires,
-        });
+        self.replay.push_back(recorded);
     }
 
     /// Drops the replay entries older than the replay age at `now`, without giving their
@@ -539,6 +544,7 @@ impl Mailbox {
         // An id older than the replay age is as good as gone, even if nothing newer came.
         self.forget_older_than(now, settings);
         Totals::give(&totals.replay, before - self.replay.len());
+        self.replay_in_queue_order(now, settings, totals);
         if let Some(resume) = resume {
             let position = match resume {
                 Resume::Here(id) => self.replay.iter().rposition(|r| r.frame.id() == id),
@@ -576,6 +582,59 @@ impl Mailbox {
             }
         }
         catch_up
+    }
+
+    /// Puts the replay buffer in the order the connection about to be sent the pending
+    /// queue gets it: the entries from the first queued message on (every one of them
+    /// published while no connection took anything, so none was sent to a connection) are
+    /// ordered as the queue is, higher priority first and in publish order within one, and
+    /// queued messages the buffer lost while they waited come back. The buffer then keeps
+    /// holding what the player's connections got, in the order they got it, so a resume
+    /// from a message of the queue replays the rest of it (in publish order, a
+    /// lower-priority message sent after it lay before it, and was lost under a
+    /// `complete: true`). The entries count as kept at `now`.
+    fn replay_in_queue_order(
+        &mut self,
+        now: Instant,
+        settings: &DeliverySettings,
+        totals: &Totals,
+    ) {
+        if self.pending.is_empty() || settings.replay_count == 0 {
+            return;
+        }
+        let queued =
+            |recorded: &Recorded| self.pending.iter().any(|p| p.frame.same(&recorded.frame));
+        let start = self
+            .replay
+            .iter()
+            .position(queued)
+            .unwrap_or(self.replay.len());
+        let tail: Vec<Recorded> = self.replay.drain(start..).collect();
+        Totals::give(&totals.replay, tail.len());
+        // Oldest first within a priority: the ones the buffer lost, then the rest.
+        let mut ordered: Vec<Recorded> = self
+            .pending
+            .iter()
+            .filter(|p| p.expires > now && !tail.iter().any(|r| r.frame.same(&p.frame)))
+            .map(|p| Recorded {
+                frame: p.frame.clone(),
+                at: now,
+                expires: p.expires,
+                priority: p.priority,
+            })
+            .collect();
+        ordered.extend(tail);
+        ordered.sort_by_key(|r| std::cmp::Reverse(r.priority));
+        for recorded in ordered {
+            self.keep_for_replay(
+                Recorded {
+                    at: now,
+                    ..recorded
+                },
+                settings,
+                totals,
+            );
+        }
     }
 
     /// Takes the acknowledgement of envelope `id`: the message stops being resent.
