@@ -953,3 +953,55 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+/// A host's own auth and server, and the delivery guarantees: a cookie-identified player
+/// whose SSE stream drops gets what the host published meanwhile (queued) when its
+/// `EventSource` comes back with `Last-Event-ID`, each once and in order, then `recovery`.
+async fn a_cookie_client_resumes_what_the_host_sent_while_it_was_away(server: Server) {
+    let (host, hub, _calls) = start_cookie_host(server).await;
+    let mut sse = sse_at(host.addr, "/api/sse", &[cookie()])
+        .await
+        .unwrap_or_else(|refused| panic!("{server:?}: refused: {refused:?}"));
+    let first = hub.send_to_player("carol", &Message::json("n", json!(1)));
+    assert_eq!(sse.next_json().await["id"].as_str(), Some(&*first.id));
+    drop(sse);
+    let gone = || hub.connections_of("carol").is_empty().then_some(());
+    poll_until("the stream is gone", gone).await;
+
+    let missed: Vec<String> = (2..=3)
+        .map(|n| {
+            let report = hub.send_to_player("carol", &Message::json("n", json!(n)));
+            assert!(report.queued && report.delivered == 0, "{report:?}");
+            report.id.to_string()
+        })
+        .collect();
+    let resume = [cookie(), ("last-event-id", first.id.to_string())];
+    let mut sse = sse_at(host.addr, "/api/sse", &resume)
+        .await
+        .unwrap_or_else(|refused| panic!("{server:?}: the resume was refused: {refused:?}"));
+    for id in &missed {
+        let record = loop {
+            let record = sse.next_record().await;
+            if !record.is_comment {
+                break record;
+            }
+        };
+        assert_eq!(record.id.as_deref(), Some(id.as_str()), "{server:?}");
+    }
+    let recovery = sse.next_named("recovery").await;
+    assert_eq!(recovery["data"], json!({"complete": true, "replayed": 2}));
+    let live = hub.send_to_player("carol", &Message::json("n", json!(4)));
+    assert_eq!(sse.next_json().await["id"].as_str(), Some(&*live.id));
+    drop(sse);
+    host.finished().await;
+}
+
+#[tokio::test]
+async fn on_axum_a_cookie_client_resumes_what_the_host_sent_while_it_was_away() {
+    a_cookie_client_resumes_what_the_host_sent_while_it_was_away(Server::Axum).await;
+}
+
+#[tokio::test]
+async fn on_dualcast_serve_a_cookie_client_resumes_what_the_host_sent_while_it_was_away() {
+    a_cookie_client_resumes_what_the_host_sent_while_it_was_away(Server::Dualcast).await;
+}
