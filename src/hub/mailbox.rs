@@ -98,8 +98,8 @@ impl DeliverySettings {
     /// Replay entries kept over the whole hub. Once reached, a player's new message
     /// replaces its own oldest one, or is not kept if it has none (a resume from before
     /// it then gets `complete: false`). An entry is a reference to the message's shared
-    /// bytes and its times and priority (48 bytes); a room broadcast's bytes are shared by every
-    /// member's entry. Default: 500,000.
+    /// bytes, its times and its priority (48 bytes); a room broadcast's bytes are shared
+    /// by every member's entry. Default: 500,000.
     pub fn replay_total(mut self, total: usize) -> Self {
         self.replay_total = total;
         self
