@@ -57,9 +57,9 @@ pub use connection::{
 pub use error::ApiError;
 pub use extract::{ApiTarget, RequestedPlayer};
 pub use hub::{
-    AckOutcome, ConnectionGuard, DeliveryReport, DeliverySettings, HeartbeatSettings, Hub,
-    HubAdmission, HubEvent, HubSettings, Outbox, Presence, RegisterError, Registration,
-    SessionBegun, SessionInfo, SHUTDOWN_GRACE,
+    AckOutcome, Census, ConnectionGuard, DeliveryReport, DeliverySettings, EstablishmentFigures,
+    HealthCount, HealthTrends, HeartbeatSettings, Hub, HubAdmission, HubEvent, HubSettings, Outbox,
+    Performance, Presence, RegisterError, Registration, SessionBegun, SessionInfo, SHUTDOWN_GRACE,
 };
 pub use inbound::{ClientMessage, InboundSettings, MessageHandler};
 pub use limits::ServeSettings;

@@ -179,6 +179,7 @@ impl Hub {
     }
 
     fn publish(&self, message: &Message, room: Option<&str>) -> Publish {
+        self.inner.figures.published();
         let frame = self.encode(message, room);
         let meta = Meta::new(
             &self.inner.settings.delivery,
@@ -283,6 +284,9 @@ impl Hub {
 
     /// Reports the delivery to the observer and removes the connections that failed.
     pub(super) fn finish(&self, report: &DeliveryReport, failed: Vec<Arc<Connection>>) {
+        self.inner
+            .figures
+            .delivered(report.delivered, report.failed);
         if let Some(observer) = self.observer() {
             observer.delivered(Transport::WebSocket, report.websocket as u64);
             observer.delivered(Transport::Sse, report.sse as u64);

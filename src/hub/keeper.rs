@@ -76,6 +76,7 @@ impl Hub {
         if heartbeats {
             self.sweep_heartbeats();
         }
+        self.sample_health(now);
         if self.read().has_due_players(now, self.forget_after()) {
             let mut registry = self.write();
             self.expire_players(&mut registry, now);
@@ -87,6 +88,7 @@ impl Hub {
             tick,
             registry.next_player_due(self.forget_after()),
             self.next_resend(),
+            self.inner.figures.next_sample(),
         ]
         .into_iter()
         .flatten()

@@ -43,6 +43,7 @@ mod admission;
 mod deadlines;
 mod delivery;
 mod events;
+mod figures;
 mod guard;
 mod heartbeat;
 mod inbound;
@@ -66,6 +67,9 @@ use tokio::sync::{broadcast, Notify};
 pub use admission::HubAdmission;
 pub use delivery::DeliveryReport;
 pub use events::{HubEvent, Presence};
+pub use figures::{
+    percentage, Census, EstablishmentFigures, HealthCount, HealthTrends, Performance,
+};
 pub(crate) use guard::EndWatch;
 pub use guard::{ConnectionGuard, Outbox};
 pub use heartbeat::HeartbeatSettings;
@@ -263,6 +267,8 @@ struct Inner {
     keeper_wake: Arc<Notify>,
     /// What every player's mailbox holds together.
     totals: mailbox::Totals,
+    /// Establishment times, delivery counts and health samples (seed 004's figures).
+    figures: figures::Figures,
     /// When the keeper resends unacknowledged messages, by player.
     resends: std::sync::Mutex<recovery::ResendQueue>,
     /// Set once: by the settings, or by [`Hub::set_observer`].
@@ -326,6 +332,7 @@ impl Hub {
                 drained_notify: Notify::new(),
                 keeper_wake: Arc::new(Notify::new()),
                 totals: mailbox::Totals::default(),
+                figures: figures::Figures::default(),
                 resends: std::sync::Mutex::default(),
                 observer: OnceLock::new(),
                 message_handler: OnceLock::new(),

@@ -294,9 +294,12 @@ impl Hub {
             (connection, catch_up)
         };
         let (connection, catch_up) = connection;
+        let establishment = requested_at.map(|at| at.elapsed());
+        if let Some(took) = establishment {
+            self.inner.figures.established(kind, took);
+        }
         if let Some(observer) = self.observer() {
-            let establishment = requested_at.map(|at| at.elapsed()).unwrap_or_default();
-            observer.connection_opened(kind.transport(), establishment);
+            observer.connection_opened(kind.transport(), establishment.unwrap_or_default());
         }
         tracing::info!(
             connection_id = %id,
