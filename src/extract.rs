@@ -45,6 +45,12 @@ pub enum ApiTarget {
     /// `POST`: a client message from the identity's own player, for clients that hold only
     /// an SSE stream (SPEC §6).
     ClientMessage,
+    /// `GET`: the player's connections by kind, presence and health.
+    Connections(Arc<str>),
+    /// `GET`: connection statistics over the hub.
+    ConnectionStats,
+    /// `GET`: a monitoring view.
+    Monitoring(crate::api::MonitoringView),
     /// `PUT` adds `player` to `room`, `DELETE` removes it.
     Membership {
         /// The room.

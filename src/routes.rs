@@ -14,6 +14,9 @@
 //! | `PUT`, `DELETE {prefix}/api/rooms/{room}/members/{player_id}` | [`PublishApi`](crate::PublishApi) |
 //! | `POST`, `GET {prefix}/api/connections/{player_id}/session` | [`PublishApi`](crate::PublishApi): begin or read the player's session |
 //! | `POST {prefix}/api/connections/{player_id}/logout` | [`PublishApi`](crate::PublishApi): end every connection of the player |
+//! | `GET {prefix}/api/connections/{player_id}` | [`PublishApi`](crate::PublishApi): the player's connections, presence and health |
+//! | `GET {prefix}/api/connections/stats` | [`PublishApi`](crate::PublishApi): connection statistics (`service`, `admin`) |
+//! | `GET {prefix}/monitoring/{dual-connections,performance,connection-health}` | [`PublishApi`](crate::PublishApi): seed 004's monitoring views (`service`, `admin`) |
 //! | `GET {prefix}/metrics` | Prometheus text; a `service` or `admin` token unless public |
 //! | `GET {prefix}/healthz` | liveness, no token |
 //!
@@ -28,6 +31,7 @@ use std::sync::Arc;
 
 use dualcast_layers::query::percent_decode_path;
 
+use crate::api::MonitoringView;
 use crate::error::ApiError;
 use crate::extract::ApiTarget;
 
@@ -66,6 +70,9 @@ impl Route {
             Self::Api(ApiTarget::Session(_)) => "/api/connections/{player_id}/session",
             Self::Api(ApiTarget::Logout(_)) => "/api/connections/{player_id}/logout",
             Self::Api(ApiTarget::ClientMessage) => "/api/messages",
+            Self::Api(ApiTarget::Connections(_)) => "/api/connections/{player_id}",
+            Self::Api(ApiTarget::ConnectionStats) => "/api/connections/stats",
+            Self::Api(ApiTarget::Monitoring(view)) => view.template(),
             Self::Health => "/healthz",
             Self::Metrics => "/metrics",
         }
@@ -84,6 +91,7 @@ pub(crate) struct RouteTable {
     pub(crate) client_messages: bool,
     pub(crate) metrics: bool,
     pub(crate) metrics_public: bool,
+    pub(crate) monitoring: bool,
 }
 
 impl Default for RouteTable {
@@ -111,6 +119,7 @@ impl RouteTable {
             client_messages: true,
             metrics: true,
             metrics_public: false,
+            monitoring: true,
         }
     }
 
@@ -152,6 +161,17 @@ impl RouteTable {
                 name(player).map(|player| Route::Api(ApiTarget::Logout(player)))
             }
             ["api", "messages"] if self.client_messages => Ok(Route::Api(ApiTarget::ClientMessage)),
+            // Seed 004's path: a player named `stats` is read by the service routes only.
+            ["api", "connections", "stats"] if self.monitoring => {
+                Ok(Route::Api(ApiTarget::ConnectionStats))
+            }
+            ["api", "connections", player] if self.monitoring && !player.is_empty() => {
+                name(player).map(|player| Route::Api(ApiTarget::Connections(player)))
+            }
+            ["monitoring", view] if self.monitoring => match MonitoringView::from_segment(view) {
+                Some(view) => Ok(Route::Api(ApiTarget::Monitoring(view))),
+                None => return None,
+            },
             ["api", "ws"] => Ok(Route::WebSocket),
             ["api", "ws", player] if !player.is_empty() => name(player).map(Route::WebSocketOf),
             ["api", "sse"] => Ok(Route::Sse),
@@ -250,6 +270,31 @@ mod tests {
         }
         assert!(matches!(table.route("/api/sse"), Some(Ok(Route::Sse))));
         let all = RouteTable::default();
+        assert!(matches!(
+            all.route("/api/connections/stats"),
+            Some(Ok(Route::Api(ApiTarget::ConnectionStats)))
+        ));
+        assert!(matches!(
+            all.route("/api/connections/alice"),
+            Some(Ok(Route::Api(ApiTarget::Connections(p)))) if &*p == "alice"
+        ));
+        assert!(matches!(
+            all.route("/monitoring/performance"),
+            Some(Ok(Route::Api(ApiTarget::Monitoring(
+                MonitoringView::Performance
+            ))))
+        ));
+        assert!(all.route("/monitoring/elsewhere").is_none());
+        assert!(matches!(
+            all.route("/api/connections/%73tats"),
+            Some(Ok(Route::Api(ApiTarget::Connections(p)))) if &*p == "stats"
+        ));
+        let off = RouteTable {
+            monitoring: false,
+            ..RouteTable::default()
+        };
+        assert!(off.route("/monitoring/performance").is_none());
+        assert!(off.route("/api/connections/alice").is_none());
         assert!(matches!(
             all.route("/api/rooms/lobby/members/alice"),
             Some(Ok(Route::Api(ApiTarget::Membership { .. })))

@@ -291,6 +291,7 @@ pub struct DualcastBuilder<L> {
     health_route: bool,
     sessions_api: bool,
     client_messages_api: bool,
+    monitoring_api: bool,
     message_handler: Option<MessageHandler>,
     websocket: WebSocketSettings,
     sse: SseSettings,
@@ -356,6 +357,14 @@ impl<L> DualcastBuilder<L> {
     /// Default: on.
     pub fn sessions_api(mut self, on: bool) -> Self {
         self.sessions_api = on;
+        self
+    }
+
+    /// Whether the management and monitoring routes of seed `004`
+    /// (`GET /api/connections/{id}`, `GET /api/connections/stats`, `GET /monitoring/…`) are
+    /// served. Default: on.
+    pub fn monitoring_api(mut self, on: bool) -> Self {
+        self.monitoring_api = on;
         self
     }
 
@@ -473,6 +482,7 @@ impl<L> DualcastBuilder<L> {
         );
         table.sessions = self.sessions_api;
         table.client_messages = self.client_messages_api;
+        table.monitoring = self.monitoring_api;
         if let Some(handler) = self.message_handler {
             if !hub.set_message_handler(handler) {
                 tracing::warn!("the hub has a message handler already: it keeps it");
@@ -628,6 +638,7 @@ impl Dualcast<NotFound, Handlers> {
             health_route: true,
             sessions_api: true,
             client_messages_api: true,
+            monitoring_api: true,
             message_handler: None,
             websocket: WebSocketSettings::default(),
             sse: SseSettings::default(),

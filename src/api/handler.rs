@@ -11,7 +11,9 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use tower::Service;
 
-use super::{messages, publish, read_body, sessions, set_membership, validate_name, Target};
+use super::{
+    messages, monitoring, publish, read_body, sessions, set_membership, validate_name, Target,
+};
 use crate::body::ResponseBody;
 use crate::error::ApiError;
 use crate::extract::{allow, answer, require_identity, require_privileged, ApiTarget};
@@ -97,6 +99,22 @@ impl PublishApi {
                 let body =
                     read_body(request.into_body(), limit, self.settings.body_timeout).await?;
                 sessions::begin_session(&self.hub, &player, &body)
+            }
+            ApiTarget::Connections(player) => {
+                allow(&method, &[Method::GET])?;
+                validate_name("player_id", &player)?;
+                sessions::require_self_or_privileged(require_identity(&request)?, &player)?;
+                monitoring::player_connections(&self.hub, &player)
+            }
+            ApiTarget::ConnectionStats => {
+                allow(&method, &[Method::GET])?;
+                require_privileged(&request)?;
+                monitoring::connection_stats(&self.hub)
+            }
+            ApiTarget::Monitoring(view) => {
+                allow(&method, &[Method::GET])?;
+                require_privileged(&request)?;
+                monitoring::monitoring(&self.hub, view)
             }
             ApiTarget::Logout(player) => {
                 allow(&method, &[Method::POST])?;

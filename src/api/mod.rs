@@ -27,9 +27,11 @@
 
 mod handler;
 mod messages;
+mod monitoring;
 mod sessions;
 
 pub use handler::{PublishApi, PublishFuture};
+pub use monitoring::MonitoringView;
 
 use std::time::Duration;
 

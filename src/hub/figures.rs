@@ -315,6 +315,24 @@ impl Hub {
         }
     }
 
+    /// When `player_id` last showed a sign of life: the newest frame of its live
+    /// connections, or, with none, when its last one ended; `None` for a player the hub
+    /// does not know (never seen, or forgotten after its state TTL).
+    #[must_use]
+    pub fn last_seen(&self, player_id: &str) -> Option<std::time::SystemTime> {
+        let registry = self.read();
+        let player = registry.players.get(player_id)?;
+        let newest = player
+            .connections
+            .iter()
+            .map(|connection| connection.info().last_seen)
+            .max();
+        newest.or_else(|| {
+            let idle_for = Instant::now().saturating_duration_since(player.idle_since?);
+            std::time::SystemTime::now().checked_sub(idle_for)
+        })
+    }
+
     /// Takes the keeper's health sample at `now`, if one is due.
     pub(super) fn sample_health(&self, now: Instant) {
         let figures = &self.inner.figures;
