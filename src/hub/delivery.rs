@@ -169,13 +169,13 @@ impl Hub {
     }
 
     pub(super) fn encode(&self, message: &Message, room: Option<&str>) -> Frame {
-        let sequence = self.next_sequence();
-        let id: Arc<str> = format!("{}-{sequence}", self.inner.epoch).into();
-        Frame::encode(id, message, room)
+        Frame::encode(self.next_id(), message, room)
     }
 
-    pub(super) fn next_sequence(&self) -> u64 {
-        self.inner.next_message.fetch_add(1, Ordering::Relaxed)
+    /// The next envelope id: the hub's epoch and its next sequence number.
+    pub(super) fn next_id(&self) -> Arc<str> {
+        let sequence = self.inner.next_message.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{sequence}", self.inner.epoch).into()
     }
 
     fn publish(&self, message: &Message, room: Option<&str>) -> Publish {

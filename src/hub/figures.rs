@@ -102,13 +102,11 @@ impl Figures {
     }
 
     /// When the next health sample is due.
-    pub(super) fn next_sample(&self) -> Option<Instant> {
+    pub(super) fn next_sample(&self) -> Instant {
         let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        Some(
-            samples
-                .back()
-                .map_or_else(Instant::now, |last| last.at + HEALTH_SAMPLE_EVERY),
-        )
+        samples
+            .back()
+            .map_or_else(Instant::now, |last| last.at + HEALTH_SAMPLE_EVERY)
     }
 
     fn sample(&self, sample: Sample) {
@@ -336,7 +334,7 @@ impl Hub {
     /// Takes the keeper's health sample at `now`, if one is due.
     pub(super) fn sample_health(&self, now: Instant) {
         let figures = &self.inner.figures;
-        if figures.next_sample().is_some_and(|due| due > now) {
+        if figures.next_sample() > now {
             return;
         }
         let connections = self.census().connections();

@@ -88,7 +88,7 @@ impl Hub {
             tick,
             registry.next_player_due(self.forget_after()),
             self.next_resend(),
-            self.inner.figures.next_sample(),
+            Some(self.inner.figures.next_sample()),
         ]
         .into_iter()
         .flatten()

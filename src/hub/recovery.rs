@@ -26,8 +26,9 @@ impl Hub {
     /// What a connection registering now for `player` is sent before anything live: the
     /// replay after `resume`, the pending queue (what the replay did not hold), what awaits
     /// an acknowledgement, and last, for a resume, the `recovery` event: once it comes, the
-    /// connection has everything the hub kept for it. Called under the registry's write lock, so no delivery runs
-    /// between the catch-up and the connection's first live message.
+    /// connection has everything the hub kept for it. Called under the registry's write
+    /// lock, so no delivery runs between the catch-up and the connection's first live
+    /// message.
     pub(super) fn catch_up(
         &self,
         player: &mut Player,
@@ -45,9 +46,10 @@ impl Hub {
             &self.inner.settings.delivery,
             &self.inner.totals,
         );
+        // Reports the queues' new depth when some expired; delivered ones change it too.
         self.count_dropped(catch_up.pending_expired, 0);
         if let Some(observer) = self.observer() {
-            if catch_up.pending_delivered > 0 || catch_up.pending_expired > 0 {
+            if catch_up.pending_delivered > 0 {
                 observer.queued(0, self.inner.totals.pending() as u64);
             }
         }
@@ -55,15 +57,13 @@ impl Hub {
             if let Some(observer) = self.observer() {
                 observer.recovered(complete, replayed as u64);
             }
-            let sequence = self.next_sequence();
-            let id: Arc<str> = format!("{}-{sequence}", self.inner.epoch).into();
             let message = Message::json(
                 "recovery",
                 json!({ "complete": complete, "replayed": replayed }),
             );
             catch_up
                 .frames
-                .push_back(Frame::encode_event(id, &message, "recovery"));
+                .push_back(Frame::encode_event(self.next_id(), &message, "recovery"));
         }
         catch_up.frames
     }
