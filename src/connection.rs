@@ -40,7 +40,7 @@ impl Serialize for ConnectionId {
 }
 
 /// The transport of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ConnectionKind {
     /// A WebSocket.
@@ -70,7 +70,7 @@ impl ConnectionKind {
 }
 
 /// How well a connection keeps up (SPEC §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     /// Keeping up.

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-/// The longest message `type`, in bytes.
+/// The longest message `type`, in characters (Unicode scalar values).
 pub const MAX_TYPE_LEN: usize = 128;
 
 /// A message to publish: type, schema version and JSON data.

@@ -19,6 +19,7 @@
 //! | `GET {prefix}/monitoring/{dual-connections,performance,connection-health}` | [`PublishApi`](crate::PublishApi): seed 004's monitoring views (`service`, `admin`) |
 //! | `GET {prefix}/metrics` | Prometheus text; a `service` or `admin` token unless public |
 //! | `GET {prefix}/healthz` | liveness, no token |
+//! | `GET {prefix}/api/openapi.json` | the OpenAPI 3.1 document of these routes, no token |
 //!
 //! A path that is none of these is not dualcast's: a layer passes it to the host's service.
 //! The publishing, membership and health routes can each be switched off
@@ -52,6 +53,8 @@ pub(crate) enum Route {
     Health,
     /// `/metrics`.
     Metrics,
+    /// `/api/openapi.json`.
+    OpenApi,
 }
 
 impl Route {
@@ -75,6 +78,7 @@ impl Route {
             Self::Api(ApiTarget::Monitoring(view)) => view.template(),
             Self::Health => "/healthz",
             Self::Metrics => "/metrics",
+            Self::OpenApi => "/api/openapi.json",
         }
     }
 }
@@ -92,6 +96,7 @@ pub(crate) struct RouteTable {
     pub(crate) metrics: bool,
     pub(crate) metrics_public: bool,
     pub(crate) monitoring: bool,
+    pub(crate) openapi: bool,
 }
 
 impl Default for RouteTable {
@@ -120,6 +125,7 @@ impl RouteTable {
             metrics: true,
             metrics_public: false,
             monitoring: true,
+            openapi: true,
         }
     }
 
@@ -154,6 +160,7 @@ impl RouteTable {
         let route = match &next[..count] {
             ["healthz"] if self.health => Ok(Route::Health),
             ["metrics"] if self.metrics => Ok(Route::Metrics),
+            ["api", "openapi.json"] if self.openapi => Ok(Route::OpenApi),
             ["api", "connections", player, "session"] if self.sessions && !player.is_empty() => {
                 name(player).map(|player| Route::Api(ApiTarget::Session(player)))
             }
@@ -196,6 +203,30 @@ impl RouteTable {
             _ => return None,
         };
         Some(route)
+    }
+
+    /// `template` (a route's, as [`Route::template`] gives it) under the prefix.
+    pub(crate) fn prefixed(&self, template: &str) -> String {
+        format!("{}{template}", self.prefix)
+    }
+
+    /// Whether the route of `template` is on: a path made from it (each `{parameter}`
+    /// filled in) is routed to a route of that very template.
+    pub(crate) fn serves(&self, template: &str) -> bool {
+        let path: Vec<&str> = template
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    "p"
+                } else {
+                    segment
+                }
+            })
+            .collect();
+        matches!(
+            self.route(&self.prefixed(&path.join("/"))),
+            Some(Ok(route)) if route.template() == template
+        )
     }
 
     /// Whether `path` (without its query) is one of the SSE routes, checked without

@@ -42,6 +42,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use pin_project::pin_project;
 use tower::{Layer, Service};
 
+use crate::api::openapi::HealthAnswer;
 use crate::api::{json_response, PublishApi, PublishFuture};
 use crate::body::{LayerBody, ResponseBody};
 use crate::error::{ApiError, ErrorType};
@@ -68,15 +69,36 @@ pub struct Endpoints {
     hub: Hub,
     table: Arc<RouteTable>,
     registry: Arc<Registry>,
+    /// The OpenAPI document of `table`, made once.
+    openapi: Bytes,
 }
 
 impl Endpoints {
     pub(crate) fn new(hub: Hub, table: RouteTable, registry: Arc<Registry>) -> Self {
+        let openapi = if table.openapi {
+            crate::api::openapi::document_json(&table)
+        } else {
+            Bytes::new()
+        };
         Self {
             hub,
             table: Arc::new(table),
             registry,
+            openapi,
         }
+    }
+
+    /// `GET /api/openapi.json`.
+    fn openapi<B>(&self, request: &Request<B>) -> Response<ResponseBody> {
+        let result = allow(request.method(), &[Method::GET]).map(|()| {
+            let mut response = Response::new(ResponseBody::from(self.openapi.clone()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        });
+        answer(request.method(), request.uri().path(), result)
     }
 
     /// `GET /metrics` when it needs no token.
@@ -292,6 +314,7 @@ pub struct DualcastBuilder<L> {
     sessions_api: bool,
     client_messages_api: bool,
     monitoring_api: bool,
+    openapi_route: bool,
     message_handler: Option<MessageHandler>,
     websocket: WebSocketSettings,
     sse: SseSettings,
@@ -365,6 +388,14 @@ impl<L> DualcastBuilder<L> {
     /// served. Default: on.
     pub fn monitoring_api(mut self, on: bool) -> Self {
         self.monitoring_api = on;
+        self
+    }
+
+    /// Whether `GET {prefix}/api/openapi.json` serves the OpenAPI 3.1 document of the
+    /// routes this stack serves (under its prefix, without the switched-off ones), without
+    /// a token. Default: on.
+    pub fn openapi_route(mut self, on: bool) -> Self {
+        self.openapi_route = on;
         self
     }
 
@@ -483,6 +514,7 @@ impl<L> DualcastBuilder<L> {
         table.sessions = self.sessions_api;
         table.client_messages = self.client_messages_api;
         table.monitoring = self.monitoring_api;
+        table.openapi = self.openapi_route;
         if let Some(handler) = self.message_handler {
             if !hub.set_message_handler(handler) {
                 tracing::warn!("the hub has a message handler already: it keeps it");
@@ -639,6 +671,7 @@ impl Dualcast<NotFound, Handlers> {
             sessions_api: true,
             client_messages_api: true,
             monitoring_api: true,
+            openapi_route: true,
             message_handler: None,
             websocket: WebSocketSettings::default(),
             sse: SseSettings::default(),
@@ -713,10 +746,12 @@ where
                 return ResponseFuture::Ready(Some(response));
             }
             Ok(Route::Metrics) => Matched::Metrics,
+            Ok(Route::OpenApi) => {
+                return ResponseFuture::Ready(Some(self.endpoints.openapi(&request)));
+            }
             Ok(Route::Health) => {
-                let result = allow(request.method(), &[Method::GET]).and_then(|()| {
-                    json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
-                });
+                let result = allow(request.method(), &[Method::GET])
+                    .and_then(|()| json_response(StatusCode::OK, &HealthAnswer { status: "ok" }));
                 let response = answer(request.method(), request.uri().path(), result);
                 return ResponseFuture::Ready(Some(response));
             }

@@ -47,6 +47,17 @@ pub enum ErrorType {
 }
 
 impl ErrorType {
+    /// Every error type, in the SPEC's order.
+    pub const ALL: [Self; 7] = [
+        Self::ConnectionError,
+        Self::SessionError,
+        Self::AuthenticationError,
+        Self::AuthorizationError,
+        Self::ValidationError,
+        Self::RateLimited,
+        Self::SystemError,
+    ];
+
     /// The wire name, e.g. `"validation_error"`.
     #[must_use]
     pub const fn as_str(self) -> &'static str {

@@ -28,6 +28,7 @@
 mod handler;
 mod messages;
 mod monitoring;
+pub(crate) mod openapi;
 mod sessions;
 
 pub use handler::{PublishApi, PublishFuture};
@@ -40,14 +41,19 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use crate::body::ResponseBody;
 use crate::error::{ApiError, ErrorType};
 use crate::hub::Hub;
 use crate::message::{Message, MAX_TYPE_LEN};
 
-/// Longest player id, room name or session id, in bytes.
+/// Longest player id, room name or message type, in characters (Unicode scalar values, as
+/// JSON Schema's `maxLength` counts); and longest session id, in bytes (printable ASCII).
 pub const MAX_NAME_LEN: usize = 128;
+
+/// Longest `ttl_ms` a publish may ask for: 100 years.
+pub const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 
 /// Most player ids an `exclude` list may hold.
 pub const MAX_EXCLUDE: usize = 10_000;
@@ -59,23 +65,69 @@ pub(crate) enum Target<'a> {
     Everyone,
 }
 
-#[derive(Deserialize)]
+/// A message to publish.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PublishRequest {
+pub(crate) struct PublishRequest {
+    /// The message type: 1 to 128 characters, no control characters.
     #[serde(rename = "type")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     message_type: String,
+    /// The payload, any JSON value (default `null`).
     #[serde(default)]
+    #[schema(value_type = Value)]
     data: Option<Box<RawValue>>,
-    #[serde(default)]
+    /// The schema version of `data`. Default: 1.
+    #[serde(default, deserialize_with = "integer")]
+    #[schema(value_type = Option<u64>, maximum = 4_294_967_295_u64)]
     v: Option<u32>,
-    #[serde(default)]
+    /// Higher is delivered first from a pending queue. Default: 0.
+    #[serde(default, deserialize_with = "integer")]
     priority: Option<i32>,
-    #[serde(default)]
+    /// How long the message may wait in a pending queue, be replayed or be resent, in ms,
+    /// at most 100 years. Default: the server's message TTL (5 minutes unless configured).
+    #[serde(default, deserialize_with = "integer")]
+    #[schema(minimum = 1, maximum = 3_153_600_000_000_u64)]
     ttl_ms: Option<u64>,
+    /// Resend until a client acknowledges the envelope id, or the TTL ends. Default: false.
     #[serde(default)]
     ack: Option<bool>,
+    /// Player ids the room or global broadcast skips (not for one player's publish).
     #[serde(default)]
+    #[schema(max_items = 10000)]
     exclude: Option<Vec<String>>,
+}
+
+/// An optional integer field that also takes an integral number written with a fraction
+/// or exponent (`3.0`, `1e3`), as JSON Schema's `integer` does; out of range is an error.
+fn integer<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64> + TryFrom<u64>,
+{
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let out_of_range = || serde::de::Error::custom(format!("{number} is out of range"));
+    if let Some(unsigned) = number.as_u64() {
+        return T::try_from(unsigned).map(Some).map_err(|_| out_of_range());
+    }
+    if let Some(signed) = number.as_i64() {
+        return T::try_from(signed).map(Some).map_err(|_| out_of_range());
+    }
+    match number.as_f64() {
+        // Exact: every integral f64 within ±2^63 converts to i64 without loss.
+        Some(float) if float.fract() == 0.0 && float.abs() < 9.2e18 => T::try_from(float as i64)
+            .map(Some)
+            .map_err(|_| out_of_range()),
+        _ => Err(serde::de::Error::custom(format!(
+            "{number} is not an integer"
+        ))),
+    }
 }
 
 /// Reads a body of at most `limit` bytes that arrives whole within `timeout`.
@@ -137,11 +189,15 @@ pub(crate) fn publish(
         )
     })?;
     validate_name("type", &request.message_type).map_err(|e| e.detail("max_len", MAX_TYPE_LEN))?;
-    if request.ttl_ms == Some(0) {
+    if request
+        .ttl_ms
+        .is_some_and(|ttl| ttl == 0 || ttl > MAX_TTL_MS)
+    {
         return Err(ApiError::bad_request(
             "INVALID_TTL",
-            "ttl_ms must be at least 1 (omit it for the default TTL)",
-        ));
+            format!("ttl_ms must be 1 to {MAX_TTL_MS} (100 years); omit it for the default TTL"),
+        )
+        .detail("max", MAX_TTL_MS));
     }
     let exclude: Vec<&str> = request
         .exclude
@@ -191,11 +247,16 @@ pub(crate) fn publish(
     json_response(StatusCode::OK, &report)
 }
 
-#[derive(Serialize)]
-struct Membership<'a> {
+/// A room membership after a change.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Membership<'a> {
+    /// The room.
     room: &'a str,
+    /// The player.
     player_id: &'a str,
+    /// Whether the player is a member now.
     member: bool,
+    /// Whether the request changed it.
     changed: bool,
 }
 
@@ -223,12 +284,16 @@ pub(crate) fn set_membership(
     )
 }
 
-/// Checks a player id, room name or message type: 1 to 128 bytes, no control characters.
+/// Checks a player id, room name or message type: 1 to 128 characters, no control
+/// characters.
 pub(crate) fn validate_name(what: &'static str, value: &str) -> Result<(), ApiError> {
-    if value.is_empty() || value.len() > MAX_NAME_LEN || value.chars().any(char::is_control) {
+    if value.is_empty()
+        || value.chars().count() > MAX_NAME_LEN
+        || value.chars().any(char::is_control)
+    {
         return Err(ApiError::bad_request(
             "INVALID_NAME",
-            format!("{what} must be 1 to {MAX_NAME_LEN} bytes without control characters"),
+            format!("{what} must be 1 to {MAX_NAME_LEN} characters without control characters"),
         )
         .detail("field", what));
     }
@@ -284,6 +349,12 @@ mod tests {
             (br#"{"type":"x","ttl_ms":-1}"#, "INVALID_JSON"),
             (br#"{"type":"x","priority":"high"}"#, "INVALID_JSON"),
             (br#"{"type":"x","ack":"yes"}"#, "INVALID_JSON"),
+            (br#"{"type":"x","ttl_ms":3153600000001}"#, "INVALID_TTL"),
+            (br#"{"type":"x","v":4294967296}"#, "INVALID_JSON"),
+            (br#"{"type":"x","v":-1}"#, "INVALID_JSON"),
+            (br#"{"type":"x","v":1.5}"#, "INVALID_JSON"),
+            (br#"{"type":"x","priority":2147483648}"#, "INVALID_JSON"),
+            (br#"{"type":"\u0085"}"#, "INVALID_NAME"),
         ] {
             let error = publish(&hub, Target::Everyone, body).unwrap_err();
             assert_eq!(
@@ -300,6 +371,24 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.code(), "EXCLUDE_NOT_APPLICABLE");
+    }
+
+    #[test]
+    fn integral_numbers_and_long_names_in_characters_are_accepted() {
+        let hub = Hub::new();
+        let long_type = "é".repeat(MAX_NAME_LEN);
+        for body in [
+            r#"{"type":"x","v":3.0,"priority":-2e1,"ttl_ms":1e3}"#.to_owned(),
+            format!(r#"{{"type":"x","ttl_ms":{MAX_TTL_MS},"v":4294967295}}"#),
+            // 256 bytes, 128 characters.
+            format!(r#"{{"type":"{long_type}"}}"#),
+        ] {
+            let answer = publish(&hub, Target::Everyone, body.as_bytes());
+            assert!(answer.is_ok(), "{body}: {:?}", answer.err());
+        }
+        let too_long = format!(r#"{{"type":"{long_type}é"}}"#);
+        let error = publish(&hub, Target::Everyone, too_long.as_bytes()).unwrap_err();
+        assert_eq!(error.code(), "INVALID_NAME");
     }
 
     #[tokio::test]

@@ -16,13 +16,14 @@ use std::time::SystemTime;
 
 use dualcast_layers::error::rfc3339;
 use http::{Response, StatusCode};
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::json_response;
 use crate::body::ResponseBody;
 use crate::connection::{ConnectionInfo, ConnectionKind, Health};
 use crate::error::ApiError;
-use crate::hub::{Census, HealthCount, Hub};
+use crate::hub::{percentage, Census, HealthCount, Hub, Presence};
 
 /// A monitoring view: the last segment of `/monitoring/{view}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,17 +58,28 @@ impl MonitoringView {
     }
 }
 
-fn ok(value: &Value) -> Result<Response<ResponseBody>, ApiError> {
-    json_response(StatusCode::OK, value)
+/// Connections counted with their health, in seed `004`'s words.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct HealthFigures {
+    /// Live connections counted.
+    total_connections: usize,
+    /// Of them, healthy.
+    healthy_connections: usize,
+    /// Of them, degraded or ending.
+    unhealthy_connections: usize,
+    /// Healthy ones in percent, one decimal (100 with none).
+    health_percentage: f64,
 }
 
-fn health_counts(count: HealthCount) -> Value {
-    json!({
-        "total_connections": count.total,
-        "healthy_connections": count.healthy,
-        "unhealthy_connections": count.unhealthy(),
-        "health_percentage": count.percentage(),
-    })
+impl From<HealthCount> for HealthFigures {
+    fn from(count: HealthCount) -> Self {
+        Self {
+            total_connections: count.total,
+            healthy_connections: count.healthy,
+            unhealthy_connections: count.unhealthy(),
+            health_percentage: count.percentage(),
+        }
+    }
 }
 
 fn average_per_session(census: &Census) -> f64 {
@@ -78,28 +90,259 @@ fn average_per_session(census: &Census) -> f64 {
     (average * 100.0).round() / 100.0
 }
 
+/// The answer of `GET /api/connections/stats`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ConnectionStats {
+    /// Players with at least one live connection.
+    total_players: usize,
+    /// Live connections, both kinds.
+    total_connections: usize,
+    connection_distribution: StatsDistribution,
+    session_statistics: SessionStatistics,
+    health_statistics: HealthStatistics,
+}
+
+/// Players by the kinds of connection they hold.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StatsDistribution {
+    /// Players with WebSockets only.
+    websocket_only: usize,
+    /// Players with SSE streams only.
+    sse_only: usize,
+    /// Players with both kinds.
+    dual_connections: usize,
+}
+
+/// Sessions of connected players.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SessionStatistics {
+    /// Connected players with a current session.
+    total_sessions: usize,
+    /// Live connections per such session, two decimals (0 with none).
+    average_connections_per_session: f64,
+}
+
+/// Health of every live connection.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct HealthStatistics {
+    /// Healthy connections.
+    healthy_connections: usize,
+    /// Degraded or ending connections.
+    unhealthy_connections: usize,
+    /// Healthy ones in percent, one decimal (100 with none).
+    health_percentage: f64,
+}
+
 /// `GET /api/connections/stats`.
 pub(crate) fn connection_stats(hub: &Hub) -> Result<Response<ResponseBody>, ApiError> {
     let census = hub.census();
     let connections = census.connections();
-    ok(&json!({
-        "total_players": census.players,
-        "total_connections": connections.total,
-        "connection_distribution": {
-            "websocket_only": census.websocket_only,
-            "sse_only": census.sse_only,
-            "dual_connections": census.dual,
+    ok(&ConnectionStats {
+        total_players: census.players,
+        total_connections: connections.total,
+        connection_distribution: StatsDistribution {
+            websocket_only: census.websocket_only,
+            sse_only: census.sse_only,
+            dual_connections: census.dual,
         },
-        "session_statistics": {
-            "total_sessions": census.sessions,
-            "average_connections_per_session": average_per_session(&census),
+        session_statistics: SessionStatistics {
+            total_sessions: census.sessions,
+            average_connections_per_session: average_per_session(&census),
         },
-        "health_statistics": {
-            "healthy_connections": connections.healthy,
-            "unhealthy_connections": connections.unhealthy(),
-            "health_percentage": connections.percentage(),
+        health_statistics: HealthStatistics {
+            healthy_connections: connections.healthy,
+            unhealthy_connections: connections.unhealthy(),
+            health_percentage: connections.percentage(),
         },
-    }))
+    })
+}
+
+/// The answer of `GET /monitoring/dual-connections`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DualConnections {
+    connection_distribution: DualDistribution,
+    connection_health: HealthFigures,
+    session_analytics: SessionAnalytics,
+}
+
+/// Players by the kinds of connection they hold.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DualDistribution {
+    /// Players with at least one live connection.
+    total_players: usize,
+    /// Players with both kinds.
+    dual_connection_players: usize,
+    /// Players with WebSockets only.
+    websocket_only_players: usize,
+    /// Players with SSE streams only.
+    sse_only_players: usize,
+    /// Dual players among all, in percent, one decimal (100 with no player).
+    dual_connection_percentage: f64,
+}
+
+/// Sessions of connected players.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SessionAnalytics {
+    /// Connected players with a current session.
+    total_sessions: usize,
+    /// The same: a session counts only while its player is connected.
+    sessions_with_connections: usize,
+    /// Live connections per such session, two decimals (0 with none).
+    average_connections_per_session: f64,
+}
+
+/// `GET /monitoring/dual-connections`.
+pub(crate) fn dual_connections(hub: &Hub) -> Result<Response<ResponseBody>, ApiError> {
+    let census = hub.census();
+    ok(&DualConnections {
+        connection_distribution: DualDistribution {
+            total_players: census.players,
+            dual_connection_players: census.dual,
+            websocket_only_players: census.websocket_only,
+            sse_only_players: census.sse_only,
+            dual_connection_percentage: percentage(census.dual, census.players),
+        },
+        connection_health: census.connections().into(),
+        session_analytics: SessionAnalytics {
+            total_sessions: census.sessions,
+            sessions_with_connections: census.sessions,
+            average_connections_per_session: average_per_session(&census),
+        },
+    })
+}
+
+/// The answer of `GET /monitoring/performance`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PerformanceView {
+    connection_establishment: ConnectionEstablishment,
+    message_delivery: MessageDelivery,
+    /// When this answer was made.
+    #[schema(format = DateTime)]
+    timestamp: String,
+}
+
+/// Live connections and measured establishment times since the server started.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ConnectionEstablishment {
+    /// Live connections, both kinds.
+    total_connections: usize,
+    /// Live WebSockets.
+    websocket_connections: usize,
+    /// Live SSE streams.
+    sse_connections: usize,
+    /// Mean WebSocket establishment, from the request to registration, in ms (0 with none).
+    avg_websocket_establishment_ms: f64,
+    /// Mean SSE establishment, in ms (0 with none).
+    avg_sse_establishment_ms: f64,
+    /// Longest WebSocket establishment, in ms.
+    max_websocket_establishment_ms: f64,
+    /// Longest SSE establishment, in ms.
+    max_sse_establishment_ms: f64,
+}
+
+/// Publishes and deliveries since the server started.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct MessageDelivery {
+    /// Messages published, each once however many connections it went to.
+    total_messages_sent: u64,
+    /// Deliveries that reached a connection's outbox.
+    successful_deliveries: u64,
+    /// Deliveries that found their connection ending, gone or overflowing.
+    failed_deliveries: u64,
+    /// Successful deliveries among all, in percent, one decimal (100 with none).
+    delivery_success_rate: f64,
+}
+
+/// `GET /monitoring/performance`.
+pub(crate) fn performance(hub: &Hub) -> Result<Response<ResponseBody>, ApiError> {
+    let performance = hub.performance();
+    let census = hub.census();
+    ok(&PerformanceView {
+        connection_establishment: ConnectionEstablishment {
+            total_connections: census.connections().total,
+            websocket_connections: census.websocket.total,
+            sse_connections: census.sse.total,
+            avg_websocket_establishment_ms: performance.websocket.average_ms,
+            avg_sse_establishment_ms: performance.sse.average_ms,
+            max_websocket_establishment_ms: performance.websocket.max_ms,
+            max_sse_establishment_ms: performance.sse.max_ms,
+        },
+        message_delivery: MessageDelivery {
+            total_messages_sent: performance.messages_sent,
+            successful_deliveries: performance.successful_deliveries,
+            failed_deliveries: performance.failed_deliveries,
+            delivery_success_rate: performance.delivery_success_rate(),
+        },
+        timestamp: rfc3339(SystemTime::now()),
+    })
+}
+
+/// The answer of `GET /monitoring/connection-health`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ConnectionHealthView {
+    overall_health: HealthFigures,
+    connection_type_health: ConnectionTypeHealth,
+    health_trends: HealthTrendsView,
+}
+
+/// Health by transport.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ConnectionTypeHealth {
+    websocket: KindHealth,
+    sse: KindHealth,
+}
+
+/// The health of one transport's live connections.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct KindHealth {
+    /// Live connections of the kind.
+    total: usize,
+    /// Of them, healthy.
+    healthy: usize,
+    /// Of them, degraded or ending.
+    unhealthy: usize,
+    /// Healthy ones in percent, one decimal (100 with none).
+    health_percentage: f64,
+}
+
+impl From<HealthCount> for KindHealth {
+    fn from(count: HealthCount) -> Self {
+        Self {
+            total: count.total,
+            healthy: count.healthy,
+            unhealthy: count.unhealthy(),
+            health_percentage: count.percentage(),
+        }
+    }
+}
+
+/// The share of healthy connections over rolling windows, sampled by the server each
+/// minute.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct HealthTrendsView {
+    /// Over the last hour; `null` before a sample saw a connection.
+    #[schema(required = true)]
+    last_hour_health_percentage: Option<f64>,
+    /// Over the last 24 hours; `null` before a sample saw a connection.
+    #[schema(required = true)]
+    last_24_hours_health_percentage: Option<f64>,
+}
+
+/// `GET /monitoring/connection-health`.
+pub(crate) fn connection_health(hub: &Hub) -> Result<Response<ResponseBody>, ApiError> {
+    let census = hub.census();
+    let trends = hub.health_trends();
+    ok(&ConnectionHealthView {
+        overall_health: census.connections().into(),
+        connection_type_health: ConnectionTypeHealth {
+            websocket: census.websocket.into(),
+            sse: census.sse.into(),
+        },
+        health_trends: HealthTrendsView {
+            last_hour_health_percentage: trends.last_hour,
+            last_24_hours_health_percentage: trends.last_24_hours,
+        },
+    })
 }
 
 /// `GET /monitoring/{view}`.
@@ -108,83 +351,79 @@ pub(crate) fn monitoring(
     view: MonitoringView,
 ) -> Result<Response<ResponseBody>, ApiError> {
     match view {
-        MonitoringView::DualConnections => {
-            let census = hub.census();
-            ok(&json!({
-                "connection_distribution": {
-                    "total_players": census.players,
-                    "dual_connection_players": census.dual,
-                    "websocket_only_players": census.websocket_only,
-                    "sse_only_players": census.sse_only,
-                    "dual_connection_percentage": crate::hub::percentage(census.dual, census.players),
-                },
-                "connection_health": health_counts(census.connections()),
-                "session_analytics": {
-                    "total_sessions": census.sessions,
-                    "sessions_with_connections": census.sessions,
-                    "average_connections_per_session": average_per_session(&census),
-                },
-            }))
-        }
-        MonitoringView::Performance => {
-            let performance = hub.performance();
-            let census = hub.census();
-            ok(&json!({
-                "connection_establishment": {
-                    "total_connections": census.connections().total,
-                    "websocket_connections": census.websocket.total,
-                    "sse_connections": census.sse.total,
-                    "avg_websocket_establishment_ms": performance.websocket.average_ms,
-                    "avg_sse_establishment_ms": performance.sse.average_ms,
-                    "max_websocket_establishment_ms": performance.websocket.max_ms,
-                    "max_sse_establishment_ms": performance.sse.max_ms,
-                },
-                "message_delivery": {
-                    "total_messages_sent": performance.messages_sent,
-                    "successful_deliveries": performance.successful_deliveries,
-                    "failed_deliveries": performance.failed_deliveries,
-                    "delivery_success_rate": performance.delivery_success_rate(),
-                },
-                "timestamp": rfc3339(SystemTime::now()),
-            }))
-        }
-        MonitoringView::ConnectionHealth => {
-            let census = hub.census();
-            let trends = hub.health_trends();
-            let by_kind = |count: HealthCount| {
-                json!({
-                    "total": count.total,
-                    "healthy": count.healthy,
-                    "unhealthy": count.unhealthy(),
-                    "health_percentage": count.percentage(),
-                })
-            };
-            ok(&json!({
-                "overall_health": health_counts(census.connections()),
-                "connection_type_health": {
-                    "websocket": by_kind(census.websocket),
-                    "sse": by_kind(census.sse),
-                },
-                "health_trends": {
-                    "last_hour_health_percentage": trends.last_hour,
-                    "last_24_hours_health_percentage": trends.last_24_hours,
-                },
-            }))
-        }
+        MonitoringView::DualConnections => dual_connections(hub),
+        MonitoringView::Performance => performance(hub),
+        MonitoringView::ConnectionHealth => connection_health(hub),
     }
 }
 
-/// The worst health of `connections` (`null` with none): `healthy`, `degraded` or `dead`.
-fn worst(connections: &[&ConnectionInfo]) -> Value {
-    let worst = connections
+/// The answer of `GET /api/connections/{player_id}`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PlayerConnections<'a> {
+    /// The player asked about.
+    player_id: &'a str,
+    /// Its current session; `null` when it has none.
+    #[schema(required = true)]
+    session_id: Option<&'a str>,
+    connections: ConnectionsByKind,
+    presence: PresenceView,
+    health: PlayerHealth,
+}
+
+/// The player's live connections by transport.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ConnectionsByKind {
+    websocket: KindConnections,
+    sse: KindConnections,
+}
+
+/// The player's live connections of one transport.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct KindConnections {
+    /// How many.
+    count: usize,
+    /// Their ids (`c12`), oldest first.
+    connection_ids: Vec<String>,
+    /// The latest activity among them (a frame or pong from the client, or the stream's
+    /// opening for SSE); `null` with none.
+    #[schema(format = DateTime, required = true)]
+    last_activity: Option<String>,
+}
+
+/// The player's presence.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PresenceView {
+    status: Presence,
+    /// Its newest sign of life: the latest activity of its live connections, or, with
+    /// none, when its last one ended; `null` when the hub holds no state of it.
+    #[schema(format = DateTime, required = true)]
+    last_seen: Option<String>,
+    /// Live connections, both kinds.
+    total_connections: usize,
+}
+
+/// The worst health among the player's connections, overall and by transport; `null`
+/// where there is none.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PlayerHealth {
+    #[schema(required = true)]
+    overall_health: Option<Health>,
+    #[schema(required = true)]
+    websocket_health: Option<Health>,
+    #[schema(required = true)]
+    sse_health: Option<Health>,
+}
+
+/// The worst health of `connections`: `healthy`, `degraded` or `dead`.
+fn worst(connections: &[&ConnectionInfo]) -> Option<Health> {
+    connections
         .iter()
         .map(|c| c.health)
         .max_by_key(|health| match health {
             Health::Healthy => 0,
             Health::Degraded => 1,
             Health::Dead => 2,
-        });
-    worst.map_or(Value::Null, |health| json!(health))
+        })
 }
 
 /// `GET /api/connections/{player_id}`.
@@ -200,30 +439,33 @@ pub(crate) fn player_connections(
         of_kind(ConnectionKind::WebSocket),
         of_kind(ConnectionKind::Sse),
     );
-    let by_kind = |list: &[&ConnectionInfo]| {
-        json!({
-            "count": list.len(),
-            "connection_ids": list.iter().map(|c| c.id.to_string()).collect::<Vec<_>>(),
-            "last_activity": list.iter().map(|c| c.last_seen).max().map(rfc3339),
-        })
+    let by_kind = |list: &[&ConnectionInfo]| KindConnections {
+        count: list.len(),
+        connection_ids: list.iter().map(|c| c.id.to_string()).collect(),
+        last_activity: list.iter().map(|c| c.last_seen).max().map(rfc3339),
     };
     let all: Vec<&ConnectionInfo> = connections.iter().collect();
-    ok(&json!({
-        "player_id": player_id,
-        "session_id": hub.session_of(player_id).session_id.as_deref(),
-        "connections": {
-            "websocket": by_kind(&websocket),
-            "sse": by_kind(&sse),
+    let session = hub.session_of(player_id);
+    ok(&PlayerConnections {
+        player_id,
+        session_id: session.session_id.as_deref(),
+        connections: ConnectionsByKind {
+            websocket: by_kind(&websocket),
+            sse: by_kind(&sse),
         },
-        "presence": {
-            "status": hub.presence(player_id),
-            "last_seen": hub.last_seen(player_id).map(rfc3339),
-            "total_connections": connections.len(),
+        presence: PresenceView {
+            status: hub.presence(player_id),
+            last_seen: hub.last_seen(player_id).map(rfc3339),
+            total_connections: connections.len(),
         },
-        "health": {
-            "overall_health": worst(&all),
-            "websocket_health": worst(&websocket),
-            "sse_health": worst(&sse),
+        health: PlayerHealth {
+            overall_health: worst(&all),
+            websocket_health: worst(&websocket),
+            sse_health: worst(&sse),
         },
-    }))
+    })
+}
+
+fn ok<T: Serialize>(value: &T) -> Result<Response<ResponseBody>, ApiError> {
+    json_response(StatusCode::OK, value)
 }

@@ -20,6 +20,7 @@ use dualcast_layers::session::is_valid_session_id;
 use dualcast_layers::Identity;
 use http::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{json_response, validate_session_id};
 use crate::body::ResponseBody;
@@ -46,19 +47,29 @@ pub(crate) fn require_self_or_privileged(
     .detail("player_id", player_id))
 }
 
-#[derive(Deserialize)]
+/// The session to begin.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BeginRequest {
+pub(crate) struct BeginRequest {
+    /// 1 to 128 bytes of printable ASCII; without it a random one is minted.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")]
     session_id: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Begun<'a> {
+/// A session began.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Begun<'a> {
+    /// Always `true`.
     success: bool,
+    /// What happened, for a person.
     message: &'static str,
+    /// The player's current session now.
     session_id: &'a str,
+    /// Connections of the old session that were ended with `session_replaced`.
     previous_connections_disconnected: usize,
+    /// When it happened.
+    #[schema(format = DateTime)]
     timestamp: String,
 }
 
@@ -71,13 +82,14 @@ pub(crate) fn begin_session(
     let named = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        let request: BeginRequest = serde_json::from_slice(body).map_err(|error| {
+        // `null` is the same as no body.
+        let request: Option<BeginRequest> = serde_json::from_slice(body).map_err(|error| {
             ApiError::bad_request(
                 "INVALID_JSON",
                 format!("the body must be {{\"session_id\": \"…\"}} or empty: {error}"),
             )
         })?;
-        request.session_id
+        request.and_then(|request| request.session_id)
     };
     let session_id = match named {
         Some(named) => {
@@ -106,12 +118,20 @@ pub(crate) fn begin_session(
     )
 }
 
-#[derive(Serialize)]
-struct SessionState<'a> {
+/// A player's current session.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SessionState<'a> {
+    /// The player.
     player_id: &'a str,
+    /// Its current session; `null` when it has none.
+    #[schema(required = true)]
     session_id: Option<&'a str>,
+    /// When that session began; `null` when it has none.
+    #[schema(format = DateTime, required = true)]
     session_created: Option<String>,
+    /// Live connections of the player.
     active_connections: usize,
+    /// Their transports, each once, WebSocket first.
     connection_types: Vec<ConnectionKind>,
 }
 
@@ -133,12 +153,19 @@ pub(crate) fn session_state(
     )
 }
 
-#[derive(Serialize)]
-struct LoggedOut<'a> {
+/// A player was logged out.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LoggedOut<'a> {
+    /// Always `true`.
     success: bool,
+    /// What happened, for a person.
     message: &'static str,
+    /// The player.
     player_id: &'a str,
+    /// Connections that were ended with `logout`.
     connections_disconnected: usize,
+    /// When it happened.
+    #[schema(format = DateTime)]
     timestamp: String,
 }
 

@@ -17,9 +17,10 @@ use crate::connection::{Connection, ConnectionKind, DisconnectReason};
 use crate::message::{Frame, Message};
 
 /// What a publish reached (SPEC §4); serializes to the HTTP answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DeliveryReport {
     /// The envelope id every recipient got.
+    #[schema(value_type = String)]
     pub id: Arc<str>,
     /// Connections reached, both kinds.
     pub delivered: usize,

@@ -8,7 +8,7 @@ use super::Hub;
 use crate::connection::{ConnectionId, ConnectionKind, DisconnectReason};
 
 /// Whether a player is reachable (SPEC §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Presence {
     /// At least one connection lives.

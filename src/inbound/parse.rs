@@ -268,13 +268,11 @@ fn parse_type(raw: Option<&RawValue>) -> Result<Box<str>, InboundError> {
     if message_type.is_empty() {
         return Err(missing());
     }
-    if message_type.len() > MAX_TYPE_LEN {
+    let length = message_type.chars().count();
+    if length > MAX_TYPE_LEN {
         return Err(InboundError::validation(
             "INVALID_TYPE",
-            format!(
-                "`type` is {} bytes; the limit is {MAX_TYPE_LEN} bytes",
-                message_type.len()
-            ),
+            format!("`type` is {length} characters; the limit is {MAX_TYPE_LEN}"),
         ));
     }
     if message_type.chars().any(char::is_control) {
