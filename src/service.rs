@@ -281,7 +281,21 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> HandlersFuture<B> {
-        match request.extensions().get::<Matched>().copied() {
+        let matched = request.extensions().get::<Matched>().copied();
+        // What the handler would refuse anyway is refused before the session and admission
+        // layers: a malformed request must not take over a session or use up a limit.
+        let early = match matched {
+            Some(Matched::WebSocket | Matched::DeprecatedWebSocket) => {
+                WebSocketHandler::check_request(&request)
+            }
+            Some(Matched::Sse) => SseHandler::check_request(&request),
+            _ => Ok(()),
+        };
+        if let Err(error) = early {
+            let response = answer(request.method(), request.uri().path(), Err(error));
+            return HandlersFuture::Ready(Some(response));
+        }
+        match matched {
             Some(Matched::WebSocket) => HandlersFuture::WebSocket {
                 future: self.websocket.call(request),
                 deprecated: None,

@@ -120,6 +120,51 @@ async fn a_replaced_session_is_refused_with_409_on_both_transports_while_the_cur
     assert_eq!(joined.next_json().await["type"], "still");
 }
 
+/// Found by schemathesis: the session layer ran before the handler's own checks, so a
+/// request that could never become a connection (no WebSocket handshake, a wrong method)
+/// took over the session it named and ended the player's live connections.
+#[tokio::test]
+async fn a_request_that_cannot_become_a_connection_takes_over_no_session() {
+    let server = TestServer::start().await;
+    let token = player_token("alice");
+    let mut stream = server.sse("/api/sse?session_id=one", &token).await;
+    for (method, path, expected) in [
+        ("GET", "/api/ws?session_id=two", StatusCode::BAD_REQUEST),
+        (
+            "GET",
+            "/api/ws/alice?session_id=two",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "TRACE",
+            "/api/sse?session_id=three",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            "DELETE",
+            "/sse/alice?session_id=four",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            "POST",
+            "/api/ws?session_id=five",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+    ] {
+        let (status, body) = server.request(method, path, Some(&token), None).await;
+        assert_eq!(status, expected, "{method} {path}: {body}");
+        assert_eq!(body["error"], true);
+    }
+    assert_eq!(
+        server.hub.session_of("alice").session_id.as_deref(),
+        Some("one")
+    );
+    server
+        .hub
+        .send_to_player("alice", &Message::json("still", json!({})));
+    assert_eq!(stream.next_json().await["type"], "still");
+}
+
 #[tokio::test]
 async fn no_session_named_joins_the_current_one() {
     let server = TestServer::start().await;

@@ -57,8 +57,20 @@ impl SseHandler {
         self
     }
 
+    /// What this handler refuses before it registers anything: a method other than `GET`
+    /// (`405`). The default stack checks it before the session and admission layers, so
+    /// such a request takes over no session; a host that stacks those layers around this
+    /// handler itself checks it first too.
+    ///
+    /// # Errors
+    ///
+    /// The answer to give instead of the stream.
+    pub fn check_request<B>(request: &Request<B>) -> Result<(), ApiError> {
+        allow(request.method(), &[Method::GET])
+    }
+
     fn open<B>(&self, request: &Request<B>) -> Result<Response<ResponseBody>, ApiError> {
-        allow(request.method(), &[Method::GET])?;
+        Self::check_request(request)?;
         let (guard, outbox) = register(&self.hub, request, ConnectionKind::Sse)?;
         Ok(stream_response(guard, outbox, &self.settings))
     }

@@ -60,9 +60,22 @@ impl WebSocketHandler {
         self
     }
 
-    fn open<B>(&self, request: &mut Request<B>) -> Result<Response<ResponseBody>, ApiError> {
+    /// What this handler refuses before it registers anything: a method other than `GET`
+    /// (`405`), a malformed opening handshake (`400`, `426`). The default stack checks it
+    /// before the session and admission layers, so a request that could never become a
+    /// WebSocket takes over no session and counts against no limit; a host that stacks
+    /// those layers around this handler itself checks it first too.
+    ///
+    /// # Errors
+    ///
+    /// The answer to give instead of the upgrade.
+    pub fn check_request<B>(request: &Request<B>) -> Result<(), ApiError> {
         allow(request.method(), &[Method::GET])?;
-        super::validate(request)?;
+        super::validate(request)
+    }
+
+    fn open<B>(&self, request: &mut Request<B>) -> Result<Response<ResponseBody>, ApiError> {
+        Self::check_request(request)?;
         let (guard, outbox) = register(&self.hub, request, ConnectionKind::WebSocket)?;
         super::upgrade(request, guard, outbox, &self.settings)
     }
