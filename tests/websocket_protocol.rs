@@ -104,6 +104,13 @@ async fn an_unsupported_websocket_version_is_answered_426_with_the_supported_ver
             "UNSUPPORTED_WEBSOCKET_VERSION"
         );
     }
+    // Without the header, the handshake is malformed: 400 (RFC 6455 §4.2.1).
+    let mut request = upgrade_request(&server, Some("dGhlIHNhbXBsZSBub25jZQ=="), "13");
+    request.headers_mut().remove("sec-websocket-version");
+    let response = server.send(request).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = json_body(response).await;
+    assert_eq!(body["details"]["error_code"], "BAD_WEBSOCKET_UPGRADE");
     assert_eq!(server.hub.connection_count(), 0);
 }
 

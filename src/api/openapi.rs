@@ -93,6 +93,23 @@ pub(crate) struct Envelope {
     ack: Option<bool>,
 }
 
+/// One event of an SSE stream, as an SSE parser hands it over.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // Described, never built: the SSE writer frames events itself.
+pub(crate) struct SseEvent {
+    /// `message` (the default, unnamed) for an envelope; `recovery` after a resume,
+    /// `disconnect` before the stream ends.
+    #[schema(pattern = "^(message|recovery|disconnect)$")]
+    event: Option<String>,
+    /// The envelope id (`Last-Event-ID` to resume from); absent on `recovery` and
+    /// `disconnect`.
+    id: Option<String>,
+    /// A JSON object: the envelope, `{"complete", "replayed", …}` for `recovery`,
+    /// `{"reason", "reconnect", …}` for `disconnect`.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
 /// A client message (SPEC §6), as a WebSocket text frame or a `POST /api/messages` body.
 #[derive(Deserialize, ToSchema)]
 #[allow(dead_code)] // Described, never built: `inbound::parse` reads client messages.
@@ -213,7 +230,7 @@ struct Handshake {
     #[serde(rename = "Upgrade")]
     #[param(pattern = "^websocket$")]
     upgrade: String,
-    /// `13`, the only version understood (any other is answered `426`).
+    /// `13`, the only version understood (any other is answered `426`; none, `400`).
     #[serde(rename = "Sec-WebSocket-Version")]
     #[param(pattern = "^13$")]
     sec_websocket_version: String,
@@ -418,12 +435,33 @@ pub(crate) fn document(table: &RouteTable) -> Document {
     document
 }
 
-/// The document for `table` as JSON bytes, its descriptions without rustdoc's links.
+/// The document for `table` as JSON bytes, its descriptions without rustdoc's links, its
+/// top-level fields in the usual order (`openapi`, `info`, `paths`, `components`, …).
 pub(crate) fn document_json(table: &RouteTable) -> bytes::Bytes {
-    // A tree of strings, maps and numbers: neither step can fail.
+    // A tree of strings, maps and numbers: serializing it cannot fail.
     let mut value = serde_json::to_value(document(table)).unwrap_or_default();
     unlink(&mut value);
-    bytes::Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+    let serde_json::Value::Object(mut fields) = value else {
+        return bytes::Bytes::new();
+    };
+    let mut ordered: Vec<(String, serde_json::Value)> = Vec::with_capacity(fields.len());
+    for key in ["openapi", "info", "paths", "components", "tags"] {
+        if let Some(field) = fields.remove(key) {
+            ordered.push((key.to_owned(), field));
+        }
+    }
+    ordered.extend(fields);
+    let mut out = b"{".to_vec();
+    for (index, (key, field)) in ordered.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        out.extend(serde_json::to_vec(key).unwrap_or_default());
+        out.push(b':');
+        out.extend(serde_json::to_vec(field).unwrap_or_default());
+    }
+    out.push(b'}');
+    bytes::Bytes::from(out)
 }
 
 /// Turns the rustdoc links of every `description` (`[`Hub`](crate::Hub)`) into their text.
@@ -520,7 +558,7 @@ fn websocket_of() {}
     tag = "transports",
     params(TransportQuery),
     responses(
-        (status = 200, description = "The stream: each envelope as `id:` and `data:` lines, comments as heartbeats, `event: recovery` after a resume, `event: disconnect` with the reason before it ends.", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The stream: each envelope as `id:` and `data:` lines, comments as heartbeats, `event: recovery` after a resume, `event: disconnect` with the reason before it ends.", content_type = "text/event-stream", body = SseEvent),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -541,7 +579,7 @@ fn sse() {}
     tag = "transports",
     params(PlayerPath, TransportQuery),
     responses(
-        (status = 200, description = "The stream, as on `/api/sse`.", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The stream, as on `/api/sse`.", content_type = "text/event-stream", body = SseEvent),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -994,8 +1032,9 @@ mod tests {
 
     #[test]
     fn the_document_is_openapi_3_1_with_the_error_body() {
-        let json: serde_json::Value =
-            serde_json::from_slice(&document_json(&RouteTable::default())).unwrap();
+        let bytes = document_json(&RouteTable::default());
+        assert!(bytes.starts_with(br#"{"openapi":"3.1.0","info":{"#));
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(json["openapi"], "3.1.0");
         let error = &json["components"]["schemas"]["ErrorBody"];
         let required: BTreeSet<&str> = error["required"]

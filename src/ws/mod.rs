@@ -154,10 +154,14 @@ fn check_upgrade(headers: &HeaderMap) -> Result<(), ApiError> {
             "this endpoint needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
         ));
     }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_none_or(|v| v != "13")
-    {
+    let Some(version) = headers.get(header::SEC_WEBSOCKET_VERSION) else {
+        // RFC 6455 §4.2.1: a handshake without it is malformed (400); one that names
+        // another version is told which one is understood (426, below).
+        return Err(bad(
+            "the Sec-WebSocket-Version header is missing (13 is understood)",
+        ));
+    };
+    if version != "13" {
         // RFC 6455 §4.4: say which version is understood; RFC 9110 §15.5.22: and which
         // protocol a 426 asks for.
         return Err(ApiError::new(
