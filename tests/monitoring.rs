@@ -352,3 +352,84 @@ async fn the_service_routes_refuse_players_and_requests_without_a_token() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     server.shutdown().await;
 }
+
+/// A WebSocket whose client reads nothing leaves its ping unanswered and turns degraded:
+/// every route's health figures count it unhealthy, and healthy again once the client
+/// sends a frame.
+#[tokio::test]
+async fn a_degraded_connection_moves_every_health_figure_and_back() {
+    use dualcast::{HeartbeatSettings, Hub};
+    use std::time::Duration;
+
+    let heartbeat = HeartbeatSettings::new()
+        .interval(Duration::from_secs(1))
+        .late_after(Duration::from_secs(1))
+        .timeout(Duration::from_secs(30));
+    let server = TestServer::start_with(Hub::builder().heartbeat(heartbeat).build(), |a| a).await;
+    let mut alice_ws = server.ws("/api/ws", &player_token("alice")).await;
+    let _alice_sse = server.sse("/api/sse", &player_token("alice")).await;
+    let health_of = |kind: dualcast::ConnectionKind| {
+        server
+            .hub
+            .connections_of("alice")
+            .into_iter()
+            .find(|c| c.kind == kind)
+            .map(|c| c.health)
+    };
+    let websocket = dualcast::ConnectionKind::WebSocket;
+    poll_until("the unread WebSocket degrades", || {
+        (health_of(websocket) == Some(dualcast::Health::Degraded)).then_some(())
+    })
+    .await;
+
+    let health = get_ok(&server, "/monitoring/connection-health").await;
+    assert_eq!(
+        health["overall_health"]["unhealthy_connections"], 1,
+        "{health}"
+    );
+    assert_eq!(health["overall_health"]["health_percentage"], 50.0);
+    assert_eq!(
+        health["connection_type_health"]["websocket"]["unhealthy"],
+        1
+    );
+    assert_eq!(
+        health["connection_type_health"]["websocket"]["health_percentage"],
+        0.0
+    );
+    assert_eq!(health["connection_type_health"]["sse"]["healthy"], 1);
+    let stats = get_ok(&server, "/api/connections/stats").await;
+    assert_eq!(
+        stats["health_statistics"]["unhealthy_connections"], 1,
+        "{stats}"
+    );
+    assert_eq!(stats["health_statistics"]["health_percentage"], 50.0);
+    let dual = get_ok(&server, "/monitoring/dual-connections").await;
+    assert_eq!(
+        dual["connection_health"]["unhealthy_connections"], 1,
+        "{dual}"
+    );
+    let alice = get_ok(&server, "/api/connections/alice").await;
+    assert_eq!(
+        alice["health"],
+        json!({"overall_health": "degraded", "websocket_health": "degraded", "sse_health": "healthy"}),
+        "{alice}"
+    );
+
+    // A frame from the client: healthy again, and so are the figures.
+    alice_ws
+        .send_json(&json!({"type": "ping", "id": "back"}))
+        .await;
+    poll_until("the WebSocket is healthy again", || {
+        (health_of(websocket) == Some(dualcast::Health::Healthy)).then_some(())
+    })
+    .await;
+    let health = get_ok(&server, "/monitoring/connection-health").await;
+    assert_eq!(
+        health["overall_health"]["unhealthy_connections"], 0,
+        "{health}"
+    );
+    assert_eq!(health["overall_health"]["health_percentage"], 100.0);
+    let alice = get_ok(&server, "/api/connections/alice").await;
+    assert_eq!(alice["health"]["overall_health"], "healthy");
+    server.shutdown().await;
+}
