@@ -69,23 +69,28 @@ pub struct Endpoints {
     hub: Hub,
     table: Arc<RouteTable>,
     registry: Arc<Registry>,
-    /// The OpenAPI document of `table`, made once.
+    /// The OpenAPI document of `table`, made once (about 50 KiB).
     openapi: Bytes,
 }
 
 impl Endpoints {
     pub(crate) fn new(hub: Hub, table: RouteTable, registry: Arc<Registry>) -> Self {
-        let openapi = if table.openapi {
-            crate::api::openapi::document_json(&table)
-        } else {
-            Bytes::new()
-        };
+        let openapi = crate::api::openapi::document_json(&table);
         Self {
             hub,
             table: Arc::new(table),
             registry,
             openapi,
         }
+    }
+
+    /// The OpenAPI 3.1 document (JSON) of the routes this stack serves, under its prefix:
+    /// what `GET {prefix}/api/openapi.json` answers, for a host that serves it at a path of
+    /// its own or merges its paths into its own document. There even when the route is
+    /// switched off ([`DualcastBuilder::openapi_route`]).
+    #[must_use]
+    pub fn openapi_json(&self) -> Bytes {
+        self.openapi.clone()
     }
 
     /// `GET /api/openapi.json`.

@@ -301,6 +301,41 @@ async fn under_a_prefix_the_layer_streams_its_sse_route_directly_and_the_host_ke
     host.finished().await;
 }
 
+/// A host with its own `/api/openapi.json` keeps it; dualcast's document is under the
+/// prefix, names the prefixed paths, and is at hand for the host to merge or serve itself.
+#[tokio::test]
+async fn a_host_keeps_its_own_openapi_document_and_gets_dualcasts_under_the_prefix() {
+    let (layer, hub) = Dualcast::builder(jwt()).prefix("/rt").build();
+    let endpoints = layer.endpoints().clone();
+    let router = Router::new()
+        .route(
+            "/api/openapi.json",
+            get(|| async { "the host's own document" }),
+        )
+        .fallback(host_404)
+        .layer(layer);
+    let host = Host::axum(router, &hub).await;
+
+    let (status, _, own) = http_at(host.addr, "GET", "/api/openapi.json", &[], Bytes::new()).await;
+    assert_eq!(
+        (status, &own[..]),
+        (StatusCode::OK, &b"the host's own document"[..])
+    );
+    let (status, _, theirs) =
+        http_at(host.addr, "GET", "/rt/api/openapi.json", &[], Bytes::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(theirs, endpoints.openapi_json(), "the same document");
+    let document: Value = serde_json::from_slice(&theirs).unwrap();
+    let paths: Vec<&String> = document["paths"].as_object().unwrap().keys().collect();
+    assert!(paths.iter().all(|p| p.starts_with("/rt/")), "{paths:?}");
+    let (status, _, body) = http_at(host.addr, "GET", "/rt/nowhere", &[], Bytes::new()).await;
+    assert_eq!(
+        (status, &body[..]),
+        (StatusCode::NOT_FOUND, &b"the host's own 404\n"[..])
+    );
+    host.finished().await;
+}
+
 // 2. An axum host shuts down within the grace period, telling every connection.
 
 #[tokio::test]
