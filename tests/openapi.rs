@@ -366,3 +366,34 @@ async fn past_the_connection_cap_the_documented_503_carries_the_error_body() {
     assert_error_body(&document, &body, "connection_error", "SERVER_AT_CAPACITY");
     server.shutdown().await;
 }
+
+/// `system_error` is the server's own failure, never the client's: the one a host can cause
+/// is mounting the publishing API without telling it what a request is for.
+#[tokio::test]
+async fn a_wiring_mistake_is_a_system_error_with_the_error_body() {
+    use tower::ServiceExt;
+
+    let api = dualcast::PublishApi::new(Hub::new());
+    let request = Request::post("/anything")
+        .header("authorization", format!("Bearer {}", service_token()))
+        .body(Full::new(bytes::Bytes::from_static(b"{\"type\":\"x\"}")))
+        .unwrap();
+    let response = api.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = within("the body", response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let document = {
+        let server = TestServer::start().await;
+        let document = document(&server).await;
+        server.shutdown().await;
+        document
+    };
+    assert_error_body(&document, &body, "system_error", "INTERNAL");
+    assert!(
+        !body.to_string().contains(&service_token()),
+        "no token in the body"
+    );
+}
