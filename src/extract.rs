@@ -126,6 +126,26 @@ pub(crate) fn answer(
     })
 }
 
+/// The refusals of a connection request that need nothing from the hub: a path's player
+/// that is not the token's (`403 PLAYER_MISMATCH`), a resume id that is not one
+/// (`400 INVALID_LAST_EVENT_ID`). The handlers' `check_request` runs them before the
+/// session layer, so a request refused for them takes over no session; [`register`] runs
+/// them again for a handler used alone.
+pub(crate) fn check_connection<B>(request: &Request<B>) -> Result<(), ApiError> {
+    let identity = request.extensions().get::<Identity>();
+    let requested = request.extensions().get::<RequestedPlayer>();
+    if let (Some(identity), Some(RequestedPlayer(requested))) = (identity, requested) {
+        if **requested != *identity.player_id() {
+            return Err(ApiError::forbidden(
+                "PLAYER_MISMATCH",
+                "the token does not belong to this player",
+            )
+            .detail("player_id", &**requested));
+        }
+    }
+    resume_id(request).map(drop)
+}
+
 /// Registers the connection a request opens: the identity's player (which must be the
 /// [`RequestedPlayer`], if any), its session (`session_id` query, else the token's `sid`),
 /// its credential's deadline, where it resumes ([`resume_id`]), and the leases the layers in
@@ -136,15 +156,7 @@ pub(crate) fn register<B>(
     kind: ConnectionKind,
 ) -> Result<(ConnectionGuard, Outbox), ApiError> {
     let identity = require_identity(request)?;
-    if let Some(RequestedPlayer(requested)) = request.extensions().get::<RequestedPlayer>() {
-        if **requested != *identity.player_id() {
-            return Err(ApiError::forbidden(
-                "PLAYER_MISMATCH",
-                "the token does not belong to this player",
-            )
-            .detail("player_id", &**requested));
-        }
-    }
+    check_connection(request)?;
     let mut registration = Registration::new(identity.player_id_arc().clone(), kind)
         .role(identity.role())
         .heartbeats(kind == ConnectionKind::WebSocket);

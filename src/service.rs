@@ -248,9 +248,7 @@ where
             HandlersFutureProj::WebSocket { future, deprecated } => {
                 let Ok(mut response) = std::task::ready!(future.poll(cx));
                 if let Some(link) = deprecated.take() {
-                    let headers = response.headers_mut();
-                    headers.insert("deprecation", HeaderValue::from_static("true"));
-                    headers.insert(header::LINK, link);
+                    mark_deprecated(&mut response, &link);
                 }
                 Poll::Ready(Ok(response))
             }
@@ -258,6 +256,13 @@ where
             HandlersFutureProj::Api(future) => future.poll(cx),
         }
     }
+}
+
+/// The answer's `Deprecation` and the `Link` to the successor of the deprecated path.
+fn mark_deprecated(response: &mut Response<ResponseBody>, link: &HeaderValue) {
+    let headers = response.headers_mut();
+    headers.insert("deprecation", HeaderValue::from_static("true"));
+    headers.insert(header::LINK, link.clone());
 }
 
 impl<B> Service<Request<B>> for Handlers
@@ -297,7 +302,10 @@ where
             _ => Ok(()),
         };
         if let Err(error) = early {
-            let response = answer(request.method(), request.uri().path(), Err(error));
+            let mut response = answer(request.method(), request.uri().path(), Err(error));
+            if matches!(matched, Some(Matched::DeprecatedWebSocket)) {
+                mark_deprecated(&mut response, &self.successor);
+            }
             return HandlersFuture::Ready(Some(response));
         }
         match matched {

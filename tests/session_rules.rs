@@ -150,6 +150,12 @@ async fn a_request_that_cannot_become_a_connection_takes_over_no_session() {
             "/api/ws?session_id=five",
             StatusCode::METHOD_NOT_ALLOWED,
         ),
+        (
+            "GET",
+            "/api/sse?session_id=six&last_event_id=%zz",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("GET", "/sse/bob?session_id=seven", StatusCode::FORBIDDEN),
     ] {
         let (status, body) = server.request(method, path, Some(&token), None).await;
         assert_eq!(status, expected, "{method} {path}: {body}");
@@ -163,6 +169,17 @@ async fn a_request_that_cannot_become_a_connection_takes_over_no_session() {
         .hub
         .send_to_player("alice", &Message::json("still", json!({})));
     assert_eq!(stream.next_json().await["type"], "still");
+
+    // Refused early on the deprecated path, the answer still says it is deprecated.
+    let request = Request::get("/api/ws/alice")
+        .header("host", server.addr.to_string())
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = server.send(request).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.headers()["deprecation"], "true");
+    assert!(response.headers().contains_key("link"));
 }
 
 #[tokio::test]

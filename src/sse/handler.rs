@@ -11,7 +11,7 @@ use super::{SseSettings, SseStream};
 use crate::body::ResponseBody;
 use crate::connection::ConnectionKind;
 use crate::error::ApiError;
-use crate::extract::{allow, answer, register};
+use crate::extract::{allow, answer, check_connection, register};
 use crate::hub::{ConnectionGuard, Hub, Outbox};
 
 /// Opens an SSE connection for the request's [`Identity`](crate::Identity) and answers
@@ -57,16 +57,18 @@ impl SseHandler {
         self
     }
 
-    /// What this handler refuses before it registers anything: a method other than `GET`
-    /// (`405`). The default stack checks it before the session and admission layers, so
-    /// such a request takes over no session; a host that stacks those layers around this
-    /// handler itself checks it first too.
+    /// What this handler refuses before it asks the hub anything: a method other than
+    /// `GET` (`405`), a path's player that is not the token's (`403`), a resume id that is
+    /// not one (`400`). The default stack checks it before the session and admission
+    /// layers, so a request refused for these takes over no session; a host that stacks
+    /// those layers around this handler itself must call it first too.
     ///
     /// # Errors
     ///
     /// The answer to give instead of the stream.
     pub fn check_request<B>(request: &Request<B>) -> Result<(), ApiError> {
-        allow(request.method(), &[Method::GET])
+        allow(request.method(), &[Method::GET])?;
+        check_connection(request)
     }
 
     fn open<B>(&self, request: &Request<B>) -> Result<Response<ResponseBody>, ApiError> {

@@ -12,7 +12,7 @@ use super::WebSocketSettings;
 use crate::body::ResponseBody;
 use crate::connection::ConnectionKind;
 use crate::error::ApiError;
-use crate::extract::{allow, answer, register};
+use crate::extract::{allow, answer, check_connection, register};
 use crate::hub::Hub;
 
 /// Checks a WebSocket upgrade, opens the connection for the request's
@@ -60,18 +60,20 @@ impl WebSocketHandler {
         self
     }
 
-    /// What this handler refuses before it registers anything: a method other than `GET`
-    /// (`405`), a malformed opening handshake (`400`, `426`). The default stack checks it
-    /// before the session and admission layers, so a request that could never become a
-    /// WebSocket takes over no session and counts against no limit; a host that stacks
-    /// those layers around this handler itself checks it first too.
+    /// What this handler refuses before it asks the hub anything: a method other than
+    /// `GET` (`405`), a malformed opening handshake (`400`, `426`), a path's player that
+    /// is not the token's (`403`), a resume id that is not one (`400`). The default stack
+    /// checks it before the session and admission layers, so a request refused for these
+    /// takes over no session; a host that stacks those layers around this handler itself
+    /// must call it first too.
     ///
     /// # Errors
     ///
     /// The answer to give instead of the upgrade.
     pub fn check_request<B>(request: &Request<B>) -> Result<(), ApiError> {
         allow(request.method(), &[Method::GET])?;
-        super::validate(request)
+        super::validate(request)?;
+        check_connection(request)
     }
 
     fn open<B>(&self, request: &mut Request<B>) -> Result<Response<ResponseBody>, ApiError> {
