@@ -70,12 +70,22 @@ pub struct Endpoints {
     table: Arc<RouteTable>,
     registry: Arc<Registry>,
     /// The OpenAPI document of `table`, made once (about 50 KiB).
-    openapi: Bytes,
+    openapi: OpenApiJson,
+}
+
+/// The OpenAPI document's bytes, which `Debug` gives the size of, not the 50 KiB.
+#[derive(Clone)]
+struct OpenApiJson(Bytes);
+
+impl fmt::Debug for OpenApiJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OpenApiJson({} bytes)", self.0.len())
+    }
 }
 
 impl Endpoints {
     pub(crate) fn new(hub: Hub, table: RouteTable, registry: Arc<Registry>) -> Self {
-        let openapi = crate::api::openapi::document_json(&table);
+        let openapi = OpenApiJson(crate::api::openapi::document_json(&table));
         Self {
             hub,
             table: Arc::new(table),
@@ -90,13 +100,13 @@ impl Endpoints {
     /// switched off ([`DualcastBuilder::openapi_route`]).
     #[must_use]
     pub fn openapi_json(&self) -> Bytes {
-        self.openapi.clone()
+        self.openapi.0.clone()
     }
 
     /// `GET /api/openapi.json`.
     fn openapi<B>(&self, request: &Request<B>) -> Response<ResponseBody> {
         let result = allow(request.method(), &[Method::GET]).map(|()| {
-            let mut response = Response::new(ResponseBody::from(self.openapi.clone()));
+            let mut response = Response::new(ResponseBody::from(self.openapi.0.clone()));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -341,7 +351,8 @@ pub struct DualcastBuilder<L> {
     sessions_api: bool,
     client_messages_api: bool,
     monitoring_api: bool,
-    openapi_route: bool,
+    /// `None`: on for `build_service`, off for `build`.
+    openapi_route: Option<bool>,
     message_handler: Option<MessageHandler>,
     websocket: WebSocketSettings,
     sse: SseSettings,
@@ -420,9 +431,12 @@ impl<L> DualcastBuilder<L> {
 
     /// Whether `GET {prefix}/api/openapi.json` serves the OpenAPI 3.1 document of the
     /// routes this stack serves (under its prefix, without the switched-off ones), without
-    /// a token. Default: on.
+    /// a token. Default: on for [`build_service`](Self::build_service), where dualcast is
+    /// the whole server; off for [`build`](Self::build), where the layer would shadow a
+    /// host's own `/api/openapi.json` (the host can serve or merge
+    /// [`Endpoints::openapi_json`] itself).
     pub fn openapi_route(mut self, on: bool) -> Self {
-        self.openapi_route = on;
+        self.openapi_route = Some(on);
         self
     }
 
@@ -527,7 +541,7 @@ impl<L> DualcastBuilder<L> {
         self
     }
 
-    fn compose(self) -> (RecordMetrics<L::Service>, Endpoints)
+    fn compose(self, openapi_by_default: bool) -> (RecordMetrics<L::Service>, Endpoints)
     where
         L: Layer<Handlers>,
     {
@@ -541,7 +555,7 @@ impl<L> DualcastBuilder<L> {
         table.sessions = self.sessions_api;
         table.client_messages = self.client_messages_api;
         table.monitoring = self.monitoring_api;
-        table.openapi = self.openapi_route;
+        table.openapi = self.openapi_route.unwrap_or(openapi_by_default);
         if let Some(handler) = self.message_handler {
             if !hub.set_message_handler(handler) {
                 tracing::warn!("the hub has a message handler already: it keeps it");
@@ -609,7 +623,7 @@ impl<L> DualcastBuilder<L> {
     where
         L: Layer<Handlers>,
     {
-        let (stack, endpoints) = self.compose();
+        let (stack, endpoints) = self.compose(false);
         let hub = endpoints.hub.clone();
         (DualcastLayer { stack, endpoints }, hub)
     }
@@ -619,7 +633,7 @@ impl<L> DualcastBuilder<L> {
     where
         L: Layer<Handlers>,
     {
-        let (stack, endpoints) = self.compose();
+        let (stack, endpoints) = self.compose(true);
         let hub = endpoints.hub.clone();
         let service = Dualcast {
             host: NotFound,
@@ -698,7 +712,7 @@ impl Dualcast<NotFound, Handlers> {
             sessions_api: true,
             client_messages_api: true,
             monitoring_api: true,
-            openapi_route: true,
+            openapi_route: None,
             message_handler: None,
             websocket: WebSocketSettings::default(),
             sse: SseSettings::default(),

@@ -301,20 +301,39 @@ async fn under_a_prefix_the_layer_streams_its_sse_route_directly_and_the_host_ke
     host.finished().await;
 }
 
-/// A host with its own `/api/openapi.json` keeps it; dualcast's document is under the
-/// prefix, names the prefixed paths, and is at hand for the host to merge or serve itself.
+/// A host with its own `/api/openapi.json` keeps it: the layer leaves the path alone
+/// unless asked, and then serves its document under its prefix, naming the prefixed paths;
+/// the document is at hand for the host to merge or serve itself either way.
 #[tokio::test]
 async fn a_host_keeps_its_own_openapi_document_and_gets_dualcasts_under_the_prefix() {
-    let (layer, hub) = Dualcast::builder(jwt()).prefix("/rt").build();
+    let host_router = || {
+        Router::new()
+            .route(
+                "/api/openapi.json",
+                get(|| async { "the host's own document" }),
+            )
+            .fallback(host_404)
+    };
+    // The layer's default: the route is off, even without a prefix.
+    let (layer, hub) = Dualcast::builder(jwt()).build();
+    assert!(layer
+        .endpoints()
+        .openapi_json()
+        .starts_with(b"{\"openapi\":\"3.1.0\""));
+    let host = Host::axum(host_router().layer(layer), &hub).await;
+    let (status, _, own) = http_at(host.addr, "GET", "/api/openapi.json", &[], Bytes::new()).await;
+    assert_eq!(
+        (status, &own[..]),
+        (StatusCode::OK, &b"the host's own document"[..])
+    );
+    host.finished().await;
+
+    let (layer, hub) = Dualcast::builder(jwt())
+        .prefix("/rt")
+        .openapi_route(true)
+        .build();
     let endpoints = layer.endpoints().clone();
-    let router = Router::new()
-        .route(
-            "/api/openapi.json",
-            get(|| async { "the host's own document" }),
-        )
-        .fallback(host_404)
-        .layer(layer);
-    let host = Host::axum(router, &hub).await;
+    let host = Host::axum(host_router().layer(layer), &hub).await;
 
     let (status, _, own) = http_at(host.addr, "GET", "/api/openapi.json", &[], Bytes::new()).await;
     assert_eq!(

@@ -25,7 +25,7 @@ use crate::error::{ApiError, ErrorType};
 use crate::hub::{Content, Hub, Received};
 use crate::inbound::{InboundError, Transport};
 use crate::message::Message;
-use dualcast_layers::query::query_param;
+use dualcast_layers::query::{has_query_param, query_param};
 use dualcast_layers::Identity;
 
 #[derive(Serialize)]
@@ -40,14 +40,17 @@ pub(crate) fn sender_connection<B>(
     identity: &Identity,
     request: &Request<B>,
 ) -> Result<Arc<crate::connection::Connection>, ApiError> {
+    let invalid = || {
+        ApiError::bad_request(
+            "INVALID_CONNECTION_ID",
+            "connection_id is a connection id such as c12",
+        )
+    };
     let named = match query_param(request.uri(), "connection_id") {
+        // Present but not decodable (a bad escape, not UTF-8): invalid, not absent.
+        None if has_query_param(request.uri(), "connection_id") => return Err(invalid()),
         None => None,
-        Some(raw) => Some(parse_connection_id(&raw).ok_or_else(|| {
-            ApiError::bad_request(
-                "INVALID_CONNECTION_ID",
-                "connection_id is a connection id such as c12",
-            )
-        })?),
+        Some(raw) => Some(parse_connection_id(&raw).ok_or_else(invalid)?),
     };
     let player = identity.player_id();
     hub.sender_connection(player, named)
@@ -69,8 +72,12 @@ pub(crate) fn sender_connection<B>(
         })
 }
 
+/// `c12` or `12`: digits only (no sign), as the document's pattern says.
 fn parse_connection_id(raw: &str) -> Option<ConnectionId> {
     let digits = raw.strip_prefix('c').unwrap_or(raw);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     digits.parse().ok().map(ConnectionId)
 }
 
@@ -126,5 +133,39 @@ fn refusal(error: &InboundError) -> ApiError {
         api.header(header::RETRY_AFTER, HeaderValue::from_static("1"))
     } else {
         api
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_id_is_digits_with_an_optional_c() {
+        assert_eq!(parse_connection_id("c12"), Some(ConnectionId(12)));
+        assert_eq!(parse_connection_id("12"), Some(ConnectionId(12)));
+        for bad in [
+            "",
+            "c",
+            "+5",
+            "c+5",
+            "-1",
+            "1.0",
+            "c 1",
+            "99999999999999999999",
+        ] {
+            assert_eq!(parse_connection_id(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_undecodable_connection_id_is_invalid_not_absent() {
+        let hub = Hub::new();
+        let identity = Identity::new("alice", dualcast_layers::Role::Player);
+        let request = Request::post("/api/messages?connection_id=%zz")
+            .body(())
+            .unwrap();
+        let error = sender_connection(&hub, &identity, &request).unwrap_err();
+        assert_eq!(error.code(), "INVALID_CONNECTION_ID");
     }
 }

@@ -52,8 +52,10 @@ use crate::message::{Message, MAX_TYPE_LEN};
 /// JSON Schema's `maxLength` counts); and longest session id, in bytes (printable ASCII).
 pub const MAX_NAME_LEN: usize = 128;
 
-/// Longest `ttl_ms` a publish may ask for: 100 years.
-pub const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+/// Longest `ttl_ms` a publish may ask for: 100 years, the longest period the hub keeps.
+// Whole milliseconds of 100 years fit in u64 many times over.
+#[allow(clippy::cast_possible_truncation)]
+pub const MAX_TTL_MS: u64 = crate::hub::LONGEST_PERIOD.as_millis() as u64;
 
 /// Most player ids an `exclude` list may hold.
 pub const MAX_EXCLUDE: usize = 10_000;
@@ -120,10 +122,12 @@ where
         return T::try_from(signed).map(Some).map_err(|_| out_of_range());
     }
     match number.as_f64() {
-        // Exact: every integral f64 within ±2^63 converts to i64 without loss.
+        // Below 2^63 in size, an integral f64 converts to i64 exactly; larger ones fit no
+        // field here.
         Some(float) if float.fract() == 0.0 && float.abs() < 9.2e18 => T::try_from(float as i64)
             .map(Some)
             .map_err(|_| out_of_range()),
+        Some(float) if float.fract() == 0.0 => Err(out_of_range()),
         _ => Err(serde::de::Error::custom(format!(
             "{number} is not an integer"
         ))),

@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::schema::SchemaType;
 use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ObjectBuilder, Type};
+use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
 use utoipa::openapi::{OpenApi as Document, Paths, Ref, RefOr, Required, Schema};
 use utoipa::{IntoParams, Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 
@@ -27,8 +28,7 @@ use crate::error::ErrorType;
 use crate::hub::DeliveryReport;
 use crate::routes::RouteTable;
 
-/// The SPEC's error body, which every error answer carries (written by
-/// [`ErrorResponse`](crate::error::ErrorResponse); described here).
+/// The error body every error answer carries.
 #[derive(ToSchema)]
 #[allow(dead_code)] // Described, never built: `ErrorResponse` writes the body.
 pub(crate) struct ErrorBody {
@@ -130,8 +130,9 @@ pub(crate) struct ClientMessageBody {
     /// ASCII characters.
     #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")]
     id: Option<String>,
-    /// The payload.
-    #[schema(value_type = Value)]
+    /// The payload, any JSON value.
+    #[serde(default)]
+    #[schema(value_type = Value, required = false)]
     data: Option<serde_json::Value>,
 }
 
@@ -222,13 +223,13 @@ struct TransportQuery {
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)] // Described, never built: the handler checks the handshake.
 struct Handshake {
-    /// `Upgrade` (among its tokens).
+    /// A list of tokens with `Upgrade` among them (any case).
     #[serde(rename = "Connection")]
-    #[param(pattern = "^[Uu]pgrade$")]
+    #[param(pattern = "(^|,)[ \t]*[Uu][Pp][Gg][Rr][Aa][Dd][Ee][ \t]*(,|$)")]
     connection: String,
-    /// `websocket`.
+    /// A list of tokens with `websocket` among them (any case).
     #[serde(rename = "Upgrade")]
-    #[param(pattern = "^websocket$")]
+    #[param(pattern = "(^|,)[ \t]*[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt][ \t]*(,|$)")]
     upgrade: String,
     /// `13`, the only version understood (any other is answered `426`; none, `400`).
     #[serde(rename = "Sec-WebSocket-Version")]
@@ -271,6 +272,7 @@ error_responses! {
     PayloadTooLarge => "`validation_error`: the body is larger than the limit in `details.limit_bytes`.",
     UpgradeRequired => "`validation_error`: a WebSocket version other than 13.",
     TooManyRequests => "`rate_limited`: a connection or rate limit; `Retry-After` says when to try again.",
+    InternalError => "`system_error`: the server failed (the host's message handler failed, or the metrics could not be encoded); the request may be retried.",
     ServiceUnavailable => "`connection_error`: the server is at its connection limit (`SERVER_AT_CAPACITY`, with `Retry-After`) or shutting down (`SHUTTING_DOWN`); try again later.",
 }
 
@@ -286,7 +288,17 @@ impl Modify for PlayerPublish {
             return;
         };
         let mut object = shared.clone();
-        object.properties.remove("exclude");
+        object.properties.insert(
+            "exclude".to_owned(),
+            ArrayBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+                .items(ObjectBuilder::new().schema_type(Type::String))
+                .max_items(Some(0))
+                .description(Some(
+                    "Applies to rooms and broadcasts only: empty or absent here.",
+                ))
+                .into(),
+        );
         object.description = Some("A message to publish to one player.".to_owned());
         components.schemas.insert(
             "PlayerPublishRequest".to_owned(),
@@ -380,9 +392,8 @@ impl Modify for Security {
     info(
         title = "dualcast",
         description = "WebSocket and Server-Sent-Events fan-out for many connections per user: \
-                       the transports, the publishing API, sessions and the management and \
-                       monitoring routes of seed 004. Every error answers with the body \
-                       `ErrorBody`.",
+                       the transports, the publishing API, sessions, and the management and \
+                       monitoring routes. Every error answers with the body `ErrorBody`.",
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
     paths(
@@ -396,7 +407,7 @@ impl Modify for Security {
         schemas(ErrorBody, Envelope),
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, RequestTimeout, Conflict,
-            PayloadTooLarge, UpgradeRequired, TooManyRequests, ServiceUnavailable,
+            PayloadTooLarge, UpgradeRequired, TooManyRequests, InternalError, ServiceUnavailable,
         ),
     ),
     modifiers(&Security, &PlayerPublish, &AtCapacity),
@@ -405,7 +416,7 @@ impl Modify for Security {
         (name = "publishing", description = "Messages to a player, a room or everyone, and room membership (`service`, `admin`)."),
         (name = "sessions", description = "Game sessions and logout (the player itself, `service`, `admin`)."),
         (name = "messages", description = "Client messages over HTTP, for SSE-only clients."),
-        (name = "monitoring", description = "Seed 004's management and monitoring views."),
+        (name = "monitoring", description = "The management and monitoring views: connections, presence, health, performance."),
         (name = "operations", description = "Health, metrics and this document."),
     ),
 )]
@@ -426,7 +437,7 @@ pub(crate) fn document(table: &RouteTable) -> Document {
                 operation
                     .responses
                     .responses
-                    .retain(|status, _| status == "200");
+                    .retain(|status, _| status != "401" && status != "403");
             }
         }
         paths.paths.insert(table.prefixed(&path), item);
@@ -527,7 +538,7 @@ fn without_rust_links(text: &str) -> String {
 #[allow(dead_code)] // Declares the operation; the router serves it.
 fn websocket() {}
 
-/// The WebSocket by seed 004's deprecated path.
+/// The WebSocket by its older, deprecated path.
 ///
 /// As `/api/ws`; the answer carries `Deprecation` and a `Link` to `/api/ws`. The token's
 /// player must be the path's.
@@ -570,7 +581,7 @@ fn websocket_of() {}
 #[allow(dead_code)] // Declares the operation; the router serves it.
 fn sse() {}
 
-/// The SSE stream by seed 004's path.
+/// The SSE stream of a named player.
 ///
 /// As `/api/sse`; the token's player must be the path's.
 #[utoipa::path(
@@ -764,6 +775,7 @@ fn logout() {}
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 429, response = TooManyRequests),
+        (status = 500, response = InternalError),
     ),
     security(("bearer" = []), ("access_token" = [])),
 )]
@@ -856,9 +868,10 @@ fn connection_health() {}
     path = "/metrics",
     tag = "operations",
     responses(
-        (status = 200, description = "The metrics in the Prometheus text format.", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
+        (status = 200, description = "The metrics in the OpenMetrics text format.", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 500, response = InternalError),
     ),
     security(("bearer" = []), ("access_token" = [])),
 )]
@@ -1014,6 +1027,31 @@ mod tests {
                 .iter()
                 .map(|t| table.prefixed(t))
                 .collect()
+        );
+    }
+
+    /// The limits the attributes spell out are the constants the server checks.
+    #[test]
+    fn the_documents_limits_are_the_servers() {
+        use crate::api::{MAX_EXCLUDE, MAX_NAME_LEN, MAX_TTL_MS};
+
+        let json: serde_json::Value =
+            serde_json::from_slice(&document_json(&RouteTable::default())).unwrap();
+        let schemas = &json["components"]["schemas"];
+        let publish = &schemas["PublishRequest"]["properties"];
+        assert_eq!(publish["ttl_ms"]["maximum"], MAX_TTL_MS);
+        assert_eq!(publish["type"]["maxLength"], MAX_NAME_LEN);
+        assert_eq!(publish["exclude"]["maxItems"], MAX_EXCLUDE);
+        assert_eq!(publish["v"]["maximum"], u32::MAX);
+        assert_eq!(
+            schemas["ClientMessageBody"]["properties"]["type"]["maxLength"],
+            crate::message::MAX_TYPE_LEN
+        );
+        let parameters = &json["paths"]["/api/connections/{player_id}"]["get"]["parameters"];
+        assert_eq!(parameters[0]["schema"]["maxLength"], MAX_NAME_LEN);
+        assert_eq!(
+            schemas["BeginRequest"]["properties"]["session_id"]["maxLength"],
+            dualcast_layers::session::MAX_SESSION_ID_LEN
         );
     }
 

@@ -86,7 +86,7 @@ use registry::Registry;
 
 /// The longest grace or state TTL: far enough to mean "forever", near enough that adding it
 /// to an instant cannot overflow.
-const LONGEST_PERIOD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+pub(crate) const LONGEST_PERIOD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// How long [`Hub::shutdown_on`] waits for connections to finish closing.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -287,7 +287,13 @@ fn parse_type(raw: Option<&RawValue>) -> Result<Box<str>, InboundError> {
 fn parse_version(raw: Option<&RawValue>) -> Result<u32, InboundError> {
     match raw {
         None => Ok(1),
-        Some(raw) if matches!(serde_json::from_str::<u64>(raw.get()), Ok(1)) => Ok(1),
+        // 1, also written `1.0` or `1e0`, as JSON Schema's integers are.
+        Some(raw)
+            if serde_json::from_str::<serde_json::Number>(raw.get())
+                .is_ok_and(|v| v.as_f64() == Some(1.0)) =>
+        {
+            Ok(1)
+        }
         Some(_) => Err(InboundError::validation(
             "UNSUPPORTED_VERSION",
             "unsupported `v`; supported versions: 1",
@@ -409,7 +415,7 @@ mod tests {
     }
 
     #[test]
-    fn version_other_than_the_integer_one_is_unsupported() {
+    fn version_other_than_one_is_unsupported() {
         for text in [
             r#"{"type":"a","v":2}"#,
             r#"{"type":"a","v":"1"}"#,
@@ -420,7 +426,12 @@ mod tests {
             assert_eq!(error.code(), "UNSUPPORTED_VERSION", "{text:?}");
             assert!(error.message().contains('1'));
         }
-        for text in [r#"{"type":"a","v":1}"#, r#"{"type":"a"}"#] {
+        for text in [
+            r#"{"type":"a","v":1}"#,
+            r#"{"type":"a"}"#,
+            r#"{"type":"a","v":1.0}"#,
+            r#"{"type":"a","v":1e0}"#,
+        ] {
             match parse(text, MAX) {
                 Ok(Parsed::Message { version, .. }) => assert_eq!(version, 1),
                 other => panic!("{text:?}: {other:?}"),

@@ -34,10 +34,10 @@ for _ in $(seq 1 100); do
   # The address is in the "Try it" lines it prints with the tokens.
   addr="$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$log" | head -1 | cut -d/ -f3 || true)"
   [[ -n "$addr" ]] && grep -q 'SERVICE_TOKEN=' "$log" && break
-  kill -0 "$server" 2>/dev/null || { cat "$log"; echo "the example server did not start" >&2; exit 1; }
+  kill -0 "$server" 2>/dev/null || { grep -v 'TOKEN=' "$log"; echo "the example server did not start" >&2; exit 1; }
   sleep 0.1
 done
-[[ -n "$addr" ]] || { cat "$log"; echo "no address in the server's output" >&2; exit 1; }
+[[ -n "$addr" ]] || { grep -v 'TOKEN=' "$log"; echo "no address in the server's output" >&2; exit 1; }
 service_token="$(grep -o 'SERVICE_TOKEN=[^ ]*' "$log" | head -1 | cut -d= -f2)"
 player_token="$(grep -o 'PLAYER_TOKEN=[^ ]*' "$log" | head -1 | cut -d= -f2)"
 url="http://$addr/api/openapi.json"
@@ -45,6 +45,16 @@ url="http://$addr/api/openapi.json"
 curl -sf "$url" -o "$work/openapi.json"
 "$venv/bin/openapi-spec-validator" "$work/openapi.json"
 grep -q '"openapi":"3.1.0"' "$work/openapi.json" || { echo "not an OpenAPI 3.1 document" >&2; exit 1; }
+
+# The player holds an SSE stream through the run, reopened whenever the fuzzing ends it (a
+# new session, a logout), so that client messages and the connection views have a live
+# connection to act on.
+(while kill -0 "$server" 2>/dev/null; do
+  curl -sN -H "Authorization: Bearer $player_token" "http://$addr/api/sse" >/dev/null 2>&1 || true
+  sleep 0.2
+done) &
+holder=$!
+trap 'kill "$holder" "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$log" "$work"' EXIT
 
 status=0
 for who in service player; do
@@ -63,5 +73,5 @@ for who in service player; do
   fi
   grep -E '^Test cases:|generated' "$work/$who.log" | tail -1
 done
-kill -0 "$server" 2>/dev/null || { cat "$log"; echo "the server died during the run" >&2; exit 1; }
+kill -0 "$server" 2>/dev/null || { grep -v 'TOKEN=' "$log"; echo "the server died during the run" >&2; exit 1; }
 echo "schemathesis: no findings with either token"

@@ -50,7 +50,8 @@ use sha2::Sha256;
 use self::compact::Compact;
 use crate::auth::{AuthError, AuthErrorKind, Authenticate, Identity, Role};
 
-/// The longest `sub` accepted, in bytes.
+/// The longest `sub` accepted, in characters (Unicode scalar values), as dualcast's player
+/// ids are counted.
 pub const MAX_SUBJECT_LEN: usize = 128;
 
 /// The clock skew allowed on `exp` and `nbf` unless [`JwtAuthenticator::leeway`] says
@@ -424,9 +425,12 @@ impl Inner {
                 }
             }
         }
-        if sub.is_empty() || sub.len() > MAX_SUBJECT_LEN || sub.chars().any(char::is_control) {
+        if sub.is_empty()
+            || sub.chars().count() > MAX_SUBJECT_LEN
+            || sub.chars().any(char::is_control)
+        {
             return Err(invalid(
-                "the sub claim must be 1 to 128 bytes without control characters",
+                "the sub claim must be 1 to 128 characters without control characters",
             ));
         }
         let role = match claims.role.as_deref() {

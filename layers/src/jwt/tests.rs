@@ -148,7 +148,7 @@ fn subjects_are_required_and_bounded_and_exp_is_required() {
                 r#"{{"sub":"{}","exp":{exp}}}"#,
                 "a".repeat(MAX_SUBJECT_LEN + 1)
             ),
-            "a sub over 128 bytes",
+            "a sub over 128 characters",
         ),
         (
             format!(r#"{{"sub":"al\nice","exp":{exp}}}"#),
@@ -164,6 +164,17 @@ fn subjects_are_required_and_bounded_and_exp_is_required() {
     }
     let longest = format!(r#"{{"sub":"{}","exp":{exp}}}"#, "a".repeat(MAX_SUBJECT_LEN));
     assert!(verify.authenticate(&signed_payload(&longest)).is_ok());
+    // Counted in characters, as player ids are: 128 two-byte ones pass, 129 do not.
+    let wide = format!(r#"{{"sub":"{}","exp":{exp}}}"#, "é".repeat(MAX_SUBJECT_LEN));
+    assert!(verify.authenticate(&signed_payload(&wide)).is_ok());
+    let wider = format!(
+        r#"{{"sub":"{}","exp":{exp}}}"#,
+        "é".repeat(MAX_SUBJECT_LEN + 1)
+    );
+    assert_eq!(
+        refusal(&verify, &signed_payload(&wider)),
+        AuthErrorKind::Invalid
+    );
     // Claims of the wrong JSON type, or given twice, make a malformed token.
     for payload in [
         format!(r#"{{"sub":"alice","exp":"{exp}"}}"#),
