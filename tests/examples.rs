@@ -75,6 +75,7 @@ impl Example {
             "DUALCAST_ADDR",
             "DUALCAST_JWT_SECRET",
             "DUALCAST_MAX_CONNECTIONS",
+            "DUALCAST_REDIS_URL",
             "RUST_LOG",
         ] {
             command.env_remove(variable);
@@ -426,4 +427,23 @@ async fn the_example_servers_say_reaches_every_member_of_the_room_and_nobody_els
     );
     ben.closed().await;
     server.exits_successfully().await;
+}
+
+#[tokio::test]
+async fn a_redis_url_is_refused_at_start_up_rather_than_ignored() {
+    let mut server = Example::start("server", &[("DUALCAST_REDIS_URL", "redis://127.0.0.1:1")]);
+    let status = within_for(
+        PROCESS_BOUND,
+        "the refusing server's exit",
+        server.child.wait(),
+    )
+    .await
+    .expect("the exit status");
+    assert_eq!(status.code(), Some(2), "a start-up error");
+    while let Ok(line) = server.lines.try_recv() {
+        server.seen.push(line);
+    }
+    let said = server.seen.join("\n");
+    assert!(said.contains("DUALCAST_REDIS_URL is set"), "{said}");
+    assert!(!said.contains("listening"), "it never listened: {said}");
 }
