@@ -182,6 +182,38 @@ async fn a_request_that_cannot_become_a_connection_takes_over_no_session() {
     assert!(response.headers().contains_key("link"));
 }
 
+/// Found in review: the takeover used to happen before admission, so a connection the
+/// track layer refused with 429 had already ended the old session's connections. It is now
+/// decided before admission and carried out when the connection registers.
+#[tokio::test]
+async fn a_connection_refused_by_admission_takes_over_no_session() {
+    let server = TestServer::start_with(Hub::new(), |builder| {
+        builder.track(
+            TrackLayer::pair()
+                .0
+                .connect_rate_per_address(0)
+                .connect_rate_per_player(1),
+        )
+    })
+    .await;
+    let token = player_token("alice");
+    // The burst (twice the rate) is two attempts: both join session one.
+    let mut first = server.sse("/api/sse?session_id=one", &token).await;
+    let _second = server.sse("/api/sse?session_id=one", &token).await;
+    let (status, _, body) = get(&server, "/api/sse?session_id=two", &token).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["details"]["error_code"], "CONNECT_RATE_PLAYER");
+    assert_eq!(
+        server.hub.session_of("alice").session_id.as_deref(),
+        Some("one")
+    );
+    assert_eq!(server.hub.connections_of("alice").len(), 2);
+    server
+        .hub
+        .send_to_player("alice", &Message::json("still", json!({})));
+    assert_eq!(first.next_json().await["type"], "still");
+}
+
 #[tokio::test]
 async fn no_session_named_joins_the_current_one() {
     let server = TestServer::start().await;

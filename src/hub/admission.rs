@@ -61,6 +61,31 @@ impl Admit for Hub {
     /// Admits a connection of `player_id` if its live connections (not counting those
     /// already ending) and admissions in flight are fewer than `limit` (`0`: no limit).
     fn admit(&self, player_id: &str, limit: usize) -> Result<HubAdmission, PlayerAtLimit> {
+        self.admit_counting(player_id, limit, None)
+    }
+
+    /// As [`admit`](Self::admit), without counting the connections of sessions other than
+    /// `taking_over`: [`register`](Hub::register) ends them with `session_replaced` as it
+    /// takes the player over, so their slots are the new connection's to use.
+    fn admit_taking_over(
+        &self,
+        player_id: &str,
+        taking_over: &str,
+        limit: usize,
+    ) -> Result<HubAdmission, PlayerAtLimit> {
+        self.admit_counting(player_id, limit, Some(taking_over))
+    }
+}
+
+impl Hub {
+    /// Admits a connection of `player_id`, counting its live connections (of the session
+    /// `taking_over` only, when given) and its admissions in flight against `limit`.
+    fn admit_counting(
+        &self,
+        player_id: &str,
+        limit: usize,
+        taking_over: Option<&str>,
+    ) -> Result<HubAdmission, PlayerAtLimit> {
         let now = Instant::now();
         let mut registry = self.write();
         let registry = &mut *registry;
@@ -71,6 +96,7 @@ impl Admit for Hub {
             .connections
             .iter()
             .filter(|c| c.end_reason().is_none())
+            .filter(|c| taking_over.is_none_or(|new| c.session_id.as_deref() == Some(new)))
             .count()
             + player.admitting;
         if limit != 0 && open >= limit {

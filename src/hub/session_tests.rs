@@ -102,7 +102,7 @@ fn replaced_sessions_are_remembered_up_to_the_bound() {
 #[test]
 fn two_racing_takeovers_leave_exactly_one_current_session() {
     let hub = Hub::new();
-    let _old = open(&hub, "alice", Some("s0"));
+    let old = open(&hub, "alice", Some("s0"));
     // Both resolved before either registers, as two requests in flight are.
     let a = hub.resolve("alice", Some("a")).unwrap();
     let b = hub.resolve("alice", Some("b")).unwrap();
@@ -110,16 +110,24 @@ fn two_racing_takeovers_leave_exactly_one_current_session() {
         (a.outcome(), b.outcome()),
         (SessionOutcome::TakesOver, SessionOutcome::TakesOver)
     );
-    let a = hub.register(Registration::new("alice", ConnectionKind::WebSocket).session("a"));
-    let b = hub.register(Registration::new("alice", ConnectionKind::Sse).session("b"));
-    assert_eq!(
-        a.unwrap_err(),
-        RegisterError::Session(SessionRefused::Stale),
-        "re-checked under the lock: `a` was replaced by `b` meanwhile"
-    );
-    let (b, _outbox) = b.unwrap();
+    // Deciding took nothing over: the old session's connection lives until one registers.
+    assert_eq!(old.end_reason(), None);
+    let (a, _a_outbox) = hub
+        .register(Registration::new("alice", ConnectionKind::WebSocket).session("a"))
+        .expect("`a` registers first and takes over");
+    assert_eq!(old.end_reason(), Some(DisconnectReason::SessionReplaced));
+    let (b, _outbox) = hub
+        .register(Registration::new("alice", ConnectionKind::Sse).session("b"))
+        .expect("`b` registers next and takes over from `a`");
+    assert_eq!(a.end_reason(), Some(DisconnectReason::SessionReplaced));
     assert_eq!(b.end_reason(), None);
     assert_eq!(hub.session_of("alice").session_id.as_deref(), Some("b"));
+    // `a` is a replaced session now: refused from here on.
+    assert_eq!(
+        hub.register(Registration::new("alice", ConnectionKind::Sse).session("a"))
+            .unwrap_err(),
+        RegisterError::Session(SessionRefused::Stale)
+    );
 }
 
 #[test]
@@ -187,14 +195,33 @@ fn admission_counts_live_connections_and_those_in_flight_but_not_ending_ones() {
     drop(b);
     let c = hub.admit("alice", 2).unwrap();
     drop(c);
-    // A takeover ends the old session's connections before admission counts them.
-    hub.resolve("alice", Some("s2")).unwrap();
+    // A takeover is decided, not carried out, before admission: the old session's
+    // connection lives, and admission for the new session leaves it out of the count.
+    let s2 = hub.resolve("alice", Some("s2")).unwrap();
+    assert_eq!(s2.outcome(), SessionOutcome::TakesOver);
+    assert_eq!(registered.end_reason(), None);
+    assert!(
+        hub.admit("alice", 1).is_err(),
+        "counted for its own session"
+    );
+    let mut leases = dualcast_layers::OwnedLeases::none();
+    leases.push(hub.admit_taking_over("alice", "s2", 1).unwrap());
+    assert!(
+        hub.admit_taking_over("alice", "s2", 1).is_err(),
+        "one in flight"
+    );
+    // Registering carries the takeover out.
+    let (_new, _outbox) = hub
+        .register(
+            Registration::new("alice", ConnectionKind::Sse)
+                .session("s2")
+                .leases(leases),
+        )
+        .unwrap();
     assert_eq!(
         registered.end_reason(),
         Some(DisconnectReason::SessionReplaced)
     );
-    let _x = hub.admit("alice", 2).unwrap();
-    let _y = hub.admit("alice", 2).unwrap();
     assert!(hub.admit("alice", 0).is_ok(), "0: no limit");
 }
 

@@ -77,6 +77,27 @@ impl Hub {
         player_id: &str,
         named: Option<&str>,
     ) -> Result<(Arc<str>, SessionOutcome), SessionRefused> {
+        self.apply_session_rules(registry, player_id, named, true)
+    }
+
+    /// As [`settle_session`](Self::settle_session), but a takeover is only decided, not
+    /// carried out: what the session layer asks before the connection is admitted.
+    fn decide_session(
+        &self,
+        registry: &mut Registry,
+        player_id: &str,
+        named: Option<&str>,
+    ) -> Result<(Arc<str>, SessionOutcome), SessionRefused> {
+        self.apply_session_rules(registry, player_id, named, false)
+    }
+
+    fn apply_session_rules(
+        &self,
+        registry: &mut Registry,
+        player_id: &str,
+        named: Option<&str>,
+        take_over: bool,
+    ) -> Result<(Arc<str>, SessionOutcome), SessionRefused> {
         let now = Instant::now();
         self.expire_players(registry, now);
         let strict = self.inner.settings.strict_sessions;
@@ -117,7 +138,9 @@ impl Hub {
                 (id, SessionOutcome::Created)
             }
             Settled::TakeOver(id) => {
-                self.replace_session(registry, player_id, id.clone(), false, now);
+                if take_over {
+                    self.replace_session(registry, player_id, id.clone(), false, now);
+                }
                 (id, SessionOutcome::TakesOver)
             }
         };
@@ -330,11 +353,16 @@ pub(crate) fn mint_session_id() -> String {
 
 impl ResolveSession for Hub {
     /// Applies SPEC §3 for a new connection of `player_id`: it joins the current session,
-    /// creates one, takes over (ending the old session's connections here, before the
-    /// connection is admitted, so their slots do not count against it), or is refused.
+    /// creates one, takes over, or is refused. A takeover is only decided here: the old
+    /// session's connections end when the new connection registers ([`Hub::register`]
+    /// settles the session again under its lock), so a connection refused after this (by
+    /// the admission layer, say) takes over nothing. Admission leaves the old session's
+    /// connections out of the count ([`Admit::admit_taking_over`]).
+    ///
+    /// [`Admit::admit_taking_over`]: dualcast_layers::track::Admit::admit_taking_over
     fn resolve(&self, player_id: &str, named: Option<&str>) -> Result<Session, SessionRefused> {
         let mut registry = self.write();
-        let (id, outcome) = self.settle_session(&mut registry, player_id, named)?;
+        let (id, outcome) = self.decide_session(&mut registry, player_id, named)?;
         Ok(Session::new(id, named.is_some(), outcome))
     }
 }

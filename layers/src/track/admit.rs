@@ -17,6 +17,21 @@ pub trait Admit {
 
     /// Admits one more connection of `player_id` if it holds fewer than `limit`.
     fn admit(&self, player_id: &str, limit: usize) -> Result<Self::Lease, PlayerAtLimit>;
+
+    /// Admits one more connection of `player_id` that takes the player over to the new
+    /// session `taking_over` (the request's [`Session`](crate::session::Session) says
+    /// [`TakesOver`](crate::session::SessionOutcome::TakesOver)): the connections of its
+    /// other sessions end when this one registers, so an implementation that knows sessions
+    /// leaves them out of the count. Default: [`admit`](Self::admit).
+    fn admit_taking_over(
+        &self,
+        player_id: &str,
+        taking_over: &str,
+        limit: usize,
+    ) -> Result<Self::Lease, PlayerAtLimit> {
+        let _ = taking_over;
+        self.admit(player_id, limit)
+    }
 }
 
 impl<A: Admit + ?Sized> Admit for Arc<A> {
@@ -24,6 +39,15 @@ impl<A: Admit + ?Sized> Admit for Arc<A> {
 
     fn admit(&self, player_id: &str, limit: usize) -> Result<Self::Lease, PlayerAtLimit> {
         (**self).admit(player_id, limit)
+    }
+
+    fn admit_taking_over(
+        &self,
+        player_id: &str,
+        taking_over: &str,
+        limit: usize,
+    ) -> Result<Self::Lease, PlayerAtLimit> {
+        (**self).admit_taking_over(player_id, taking_over, limit)
     }
 }
 

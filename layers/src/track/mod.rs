@@ -168,6 +168,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use tower::{Layer, Service};
 
+use crate::session::{Session, SessionOutcome};
 use crate::Identity;
 
 mod address;
@@ -596,9 +597,18 @@ impl<S, A: Admit> Track<S, A> {
             }
         }
 
-        self.admission
-            .admit(player_id, shared.settings.max_connections_per_player)
-            .map_err(|at_limit| refused(player_id, client, TrackRefused::PlayerLimit(at_limit)))
+        let limit = shared.settings.max_connections_per_player;
+        let taking_over = request
+            .extensions()
+            .get::<Session>()
+            .filter(|session| session.outcome() == SessionOutcome::TakesOver);
+        match taking_over {
+            Some(session) => self
+                .admission
+                .admit_taking_over(player_id, session.id(), limit),
+            None => self.admission.admit(player_id, limit),
+        }
+        .map_err(|at_limit| refused(player_id, client, TrackRefused::PlayerLimit(at_limit)))
     }
 }
 
