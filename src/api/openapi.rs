@@ -397,11 +397,27 @@ impl Modify for Security {
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
     paths(
-        websocket, websocket_of, sse, sse_of,
-        publish_to_player, publish_to_room, broadcast, join_room, leave_room,
-        begin_session, read_session, logout, client_message,
-        player_connections, connection_stats, dual_connections, performance, connection_health,
-        metrics, healthz, openapi_json,
+        operations::websocket,
+        operations::websocket_of,
+        operations::sse,
+        operations::sse_of,
+        operations::publish_to_player,
+        operations::publish_to_room,
+        operations::broadcast,
+        operations::join_room,
+        operations::leave_room,
+        operations::begin_session,
+        operations::read_session,
+        operations::logout,
+        operations::client_message,
+        operations::player_connections,
+        operations::connection_stats,
+        operations::dual_connections,
+        operations::performance,
+        operations::connection_health,
+        operations::metrics,
+        operations::healthz,
+        operations::openapi_json,
     ),
     components(
         schemas(ErrorBody, Envelope),
@@ -518,391 +534,377 @@ fn without_rust_links(text: &str) -> String {
     out
 }
 
-/// The WebSocket of the token's player.
-#[utoipa::path(
-    get,
-    path = "/api/ws",
-    tag = "transports",
-    params(Handshake, TransportQuery),
-    responses(
-        (status = 101, description = "The WebSocket: envelopes as text frames; closes with a code and a reason (`session_replaced`, `auth_expired`, `server_shutdown`, …)."),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 409, response = Conflict),
-        (status = 426, response = UpgradeRequired),
-        (status = 429, response = TooManyRequests),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[allow(dead_code)] // Declares the operation; the router serves it.
-fn websocket() {}
+/// The operations, one function each: a function only declares its operation (the
+/// router and the handlers serve it).
+#[allow(dead_code)]
+mod operations {
+    use super::*;
 
-/// The WebSocket by its older, deprecated path.
-///
-/// As `/api/ws`; the answer carries `Deprecation` and a `Link` to `/api/ws`. The token's
-/// player must be the path's.
-#[utoipa::path(
-    get,
-    path = "/api/ws/{player_id}",
-    tag = "transports",
-    params(PlayerPath, Handshake, TransportQuery),
-    responses(
-        (status = 101, description = "The WebSocket, as on `/api/ws`."),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 409, response = Conflict),
-        (status = 426, response = UpgradeRequired),
-        (status = 429, response = TooManyRequests),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[deprecated = "use /api/ws"]
-#[allow(dead_code)] // Declares the operation; the router serves it.
-fn websocket_of() {}
+    /// The WebSocket of the token's player.
+    #[utoipa::path(
+        get,
+        path = "/api/ws",
+        tag = "transports",
+        params(Handshake, TransportQuery),
+        responses(
+            (status = 101, description = "The WebSocket: envelopes as text frames; closes with a code and a reason (`session_replaced`, `auth_expired`, `server_shutdown`, …)."),
+            (status = 400, response = BadRequest),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+            (status = 409, response = Conflict),
+            (status = 426, response = UpgradeRequired),
+            (status = 429, response = TooManyRequests),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    fn websocket() {}
 
-/// The SSE stream of the token's player.
-#[utoipa::path(
-    get,
-    path = "/api/sse",
-    tag = "transports",
-    params(TransportQuery),
-    responses(
-        (status = 200, description = "The stream: each envelope as `id:` and `data:` lines, comments as heartbeats, `event: recovery` after a resume, `event: disconnect` with the reason before it ends.", content_type = "text/event-stream", body = SseEvent),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 409, response = Conflict),
-        (status = 429, response = TooManyRequests),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[allow(dead_code)] // Declares the operation; the router serves it.
-fn sse() {}
+    /// The WebSocket by its older, deprecated path.
+    ///
+    /// As `/api/ws`; the answer carries `Deprecation` and a `Link` to `/api/ws`. The token's
+    /// player must be the path's.
+    #[utoipa::path(
+        get,
+        path = "/api/ws/{player_id}",
+        tag = "transports",
+        params(PlayerPath, Handshake, TransportQuery),
+        responses(
+            (status = 101, description = "The WebSocket, as on `/api/ws`."),
+            (status = 400, response = BadRequest),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+            (status = 409, response = Conflict),
+            (status = 426, response = UpgradeRequired),
+            (status = 429, response = TooManyRequests),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    #[deprecated = "use /api/ws"]
+    fn websocket_of() {}
 
-/// The SSE stream of a named player.
-///
-/// As `/api/sse`; the token's player must be the path's.
-#[utoipa::path(
-    get,
-    path = "/sse/{player_id}",
-    tag = "transports",
-    params(PlayerPath, TransportQuery),
-    responses(
-        (status = 200, description = "The stream, as on `/api/sse`.", content_type = "text/event-stream", body = SseEvent),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 409, response = Conflict),
-        (status = 429, response = TooManyRequests),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[allow(dead_code)] // Declares the operation; the router serves it.
-fn sse_of() {}
+    /// The SSE stream of the token's player.
+    #[utoipa::path(
+        get,
+        path = "/api/sse",
+        tag = "transports",
+        params(TransportQuery),
+        responses(
+            (status = 200, description = "The stream: each envelope as `id:` and `data:` lines, comments as heartbeats, `event: recovery` after a resume, `event: disconnect` with the reason before it ends.", content_type = "text/event-stream", body = SseEvent),
+            (status = 400, response = BadRequest),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+            (status = 409, response = Conflict),
+            (status = 429, response = TooManyRequests),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    fn sse() {}
 
-/// A message to every connection of a player.
-///
-/// Queued (and replayed on its next connect) when it has none.
-#[utoipa::path(
-    post,
-    path = "/api/players/{player_id}/messages",
-    tag = "publishing",
-    params(PlayerPath),
-    request_body = PublishRequest,
-    responses(
-        (status = 200, description = "What the message reached.", body = DeliveryReport),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 408, response = RequestTimeout),
-        (status = 413, response = PayloadTooLarge),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[allow(dead_code)] // Declares the operation; `PublishApi` serves it.
-fn publish_to_player() {}
+    /// The SSE stream of a named player.
+    ///
+    /// As `/api/sse`; the token's player must be the path's.
+    #[utoipa::path(
+        get,
+        path = "/sse/{player_id}",
+        tag = "transports",
+        params(PlayerPath, TransportQuery),
+        responses(
+            (status = 200, description = "The stream, as on `/api/sse`.", content_type = "text/event-stream", body = SseEvent),
+            (status = 400, response = BadRequest),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+            (status = 409, response = Conflict),
+            (status = 429, response = TooManyRequests),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    fn sse_of() {}
 
-/// A message to every member of a room.
-#[utoipa::path(
-    post,
-    path = "/api/rooms/{room}/messages",
-    tag = "publishing",
-    params(RoomPath),
-    request_body = PublishRequest,
-    responses(
-        (status = 200, description = "What the message reached, with `players`.", body = DeliveryReport),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 408, response = RequestTimeout),
-        (status = 413, response = PayloadTooLarge),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[allow(dead_code)] // Declares the operation; `PublishApi` serves it.
-fn publish_to_room() {}
+    /// A message to every connection of a player.
+    ///
+    /// Queued (and replayed on its next connect) when it has none.
+    #[utoipa::path(
+        post,
+        path = "/api/players/{player_id}/messages",
+        tag = "publishing",
+        params(PlayerPath),
+        request_body = PublishRequest,
+        responses(
+            (status = 200, description = "What the message reached.", body = DeliveryReport),
+            (status = 400, response = BadRequest),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+            (status = 408, response = RequestTimeout),
+            (status = 413, response = PayloadTooLarge),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    fn publish_to_player() {}
 
-/// A message to every connected player.
-#[utoipa::path(
-    post,
-    path = "/api/broadcast",
-    tag = "publishing",
-    request_body = PublishRequest,
-    responses(
-        (status = 200, description = "What the message reached, with `players`.", body = DeliveryReport),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 408, response = RequestTimeout),
-        (status = 413, response = PayloadTooLarge),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[allow(dead_code)] // Declares the operation; `PublishApi` serves it.
-fn broadcast() {}
+    /// A message to every member of a room.
+    #[utoipa::path(
+        post,
+        path = "/api/rooms/{room}/messages",
+        tag = "publishing",
+        params(RoomPath),
+        request_body = PublishRequest,
+        responses(
+            (status = 200, description = "What the message reached, with `players`.", body = DeliveryReport),
+            (status = 400, response = BadRequest),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+            (status = 408, response = RequestTimeout),
+            (status = 413, response = PayloadTooLarge),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    fn publish_to_room() {}
 
-/// Adds a member.
-#[utoipa::path(
-    put,
-    path = "/api/rooms/{room}/members/{player_id}",
-    tag = "publishing",
-    params(MemberPath),
-    responses(
-        (status = 200, description = "The membership now; `changed` is false when it was a member already.", body = Membership),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[allow(dead_code)] // Declares the operation; `PublishApi` serves it.
-fn join_room() {}
+    /// A message to every connected player.
+    #[utoipa::path(
+        post,
+        path = "/api/broadcast",
+        tag = "publishing",
+        request_body = PublishRequest,
+        responses(
+            (status = 200, description = "What the message reached, with `players`.", body = DeliveryReport),
+            (status = 400, response = BadRequest),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+            (status = 408, response = RequestTimeout),
+            (status = 413, response = PayloadTooLarge),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    fn broadcast() {}
 
-/// Removes a member.
-#[utoipa::path(
-    delete,
-    path = "/api/rooms/{room}/members/{player_id}",
-    tag = "publishing",
-    params(MemberPath),
-    responses(
-        (status = 200, description = "The membership now; `changed` is false when it was not a member.", body = Membership),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[allow(dead_code)] // Declares the operation; `PublishApi` serves it.
-fn leave_room() {}
+    /// Adds a member.
+    #[utoipa::path(
+        put,
+        path = "/api/rooms/{room}/members/{player_id}",
+        tag = "publishing",
+        params(MemberPath),
+        responses(
+            (status = 200, description = "The membership now; `changed` is false when it was a member already.", body = Membership),
+            (status = 400, response = BadRequest),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    fn join_room() {}
 
-/// Begins a new game session.
-///
-/// The old session's connections end with `session_replaced`, and the old session is
-/// refused from then on.
-#[utoipa::path(
-    post,
-    path = "/api/connections/{player_id}/session",
-    tag = "sessions",
-    params(PlayerPath),
-    request_body(content = Option<BeginRequest>, description = "The session to begin; an empty body mints a random one."),
-    responses(
-        (status = 200, description = "The session began (or was the current one already).", body = Begun),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 408, response = RequestTimeout),
-        (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[allow(dead_code)] // Declares the operation; `PublishApi` serves it.
-fn begin_session() {}
+    /// Removes a member.
+    #[utoipa::path(
+        delete,
+        path = "/api/rooms/{room}/members/{player_id}",
+        tag = "publishing",
+        params(MemberPath),
+        responses(
+            (status = 200, description = "The membership now; `changed` is false when it was not a member.", body = Membership),
+            (status = 400, response = BadRequest),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    fn leave_room() {}
 
-/// The player's current session.
-#[utoipa::path(
-    get,
-    path = "/api/connections/{player_id}/session",
-    tag = "sessions",
-    params(PlayerPath),
-    responses(
-        (status = 200, description = "The current session and its live connections.", body = SessionState),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[allow(dead_code)] // Declares the operation; `PublishApi` serves it.
-fn read_session() {}
+    /// Begins a new game session.
+    ///
+    /// The old session's connections end with `session_replaced`, and the old session is
+    /// refused from then on.
+    #[utoipa::path(
+        post,
+        path = "/api/connections/{player_id}/session",
+        tag = "sessions",
+        params(PlayerPath),
+        request_body(content = Option<BeginRequest>, description = "The session to begin; an empty body mints a random one."),
+        responses(
+            (status = 200, description = "The session began (or was the current one already).", body = Begun),
+            (status = 400, response = BadRequest),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+            (status = 408, response = RequestTimeout),
+            (status = 409, response = Conflict),
+            (status = 413, response = PayloadTooLarge),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    fn begin_session() {}
 
-/// Ends every connection of the player with `logout`.
-#[utoipa::path(
-    post,
-    path = "/api/connections/{player_id}/logout",
-    tag = "sessions",
-    params(PlayerPath),
-    responses(
-        (status = 200, description = "The player's connections were ended.", body = LoggedOut),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[allow(dead_code)] // Declares the operation; `PublishApi` serves it.
-fn logout() {}
+    /// The player's current session.
+    #[utoipa::path(
+        get,
+        path = "/api/connections/{player_id}/session",
+        tag = "sessions",
+        params(PlayerPath),
+        responses(
+            (status = 200, description = "The current session and its live connections.", body = SessionState),
+            (status = 400, response = BadRequest),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    fn read_session() {}
 
-/// A client message, for clients that hold only an SSE stream.
-///
-/// Handled as a WebSocket text frame of the token's player would be, with the reply in the
-/// answer.
-#[utoipa::path(
-    post,
-    path = "/api/messages",
-    tag = "messages",
-    params(MessageQuery),
-    request_body = ClientMessageBody,
-    responses(
-        (status = 200, description = "The message was handled.", body = ClientMessageAnswer),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 408, response = RequestTimeout),
-        (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-        (status = 429, response = TooManyRequests),
-        (status = 500, response = InternalError),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[allow(dead_code)] // Declares the operation; `PublishApi` serves it.
-fn client_message() {}
+    /// Ends every connection of the player with `logout`.
+    #[utoipa::path(
+        post,
+        path = "/api/connections/{player_id}/logout",
+        tag = "sessions",
+        params(PlayerPath),
+        responses(
+            (status = 200, description = "The player's connections were ended.", body = LoggedOut),
+            (status = 400, response = BadRequest),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    fn logout() {}
 
-/// A player's connections by kind, presence and health.
-///
-/// For the player itself, `service` and `admin`. A player named `stats` is read as
-/// `/api/connections/%73tats`.
-#[utoipa::path(
-    get,
-    path = "/api/connections/{player_id}",
-    tag = "monitoring",
-    params(PlayerPath),
-    responses(
-        (status = 200, description = "The player's connections.", body = PlayerConnections),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[allow(dead_code)] // Declares the operation; `PublishApi` serves it.
-fn player_connections() {}
+    /// A client message, for clients that hold only an SSE stream.
+    ///
+    /// Handled as a WebSocket text frame of the token's player would be, with the reply in the
+    /// answer.
+    #[utoipa::path(
+        post,
+        path = "/api/messages",
+        tag = "messages",
+        params(MessageQuery),
+        request_body = ClientMessageBody,
+        responses(
+            (status = 200, description = "The message was handled.", body = ClientMessageAnswer),
+            (status = 400, response = BadRequest),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+            (status = 404, response = NotFound),
+            (status = 408, response = RequestTimeout),
+            (status = 409, response = Conflict),
+            (status = 413, response = PayloadTooLarge),
+            (status = 429, response = TooManyRequests),
+            (status = 500, response = InternalError),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    fn client_message() {}
 
-/// Connection statistics (`service`, `admin`).
-#[utoipa::path(
-    get,
-    path = "/api/connections/stats",
-    tag = "monitoring",
-    responses(
-        (status = 200, description = "Statistics of the live connections.", body = ConnectionStats),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[allow(dead_code)] // Declares the operation; `PublishApi` serves it.
-fn connection_stats() {}
+    /// A player's connections by kind, presence and health.
+    ///
+    /// For the player itself, `service` and `admin`. A player named `stats` is read as
+    /// `/api/connections/%73tats`.
+    #[utoipa::path(
+        get,
+        path = "/api/connections/{player_id}",
+        tag = "monitoring",
+        params(PlayerPath),
+        responses(
+            (status = 200, description = "The player's connections.", body = PlayerConnections),
+            (status = 400, response = BadRequest),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    fn player_connections() {}
 
-/// Players by the kinds of connection they hold (`service`, `admin`).
-#[utoipa::path(
-    get,
-    path = "/monitoring/dual-connections",
-    tag = "monitoring",
-    responses(
-        (status = 200, description = "Players by the kinds of connection they hold.", body = DualConnections),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[allow(dead_code)] // Declares the operation; `PublishApi` serves it.
-fn dual_connections() {}
+    /// Connection statistics (`service`, `admin`).
+    #[utoipa::path(
+        get,
+        path = "/api/connections/stats",
+        tag = "monitoring",
+        responses(
+            (status = 200, description = "Statistics of the live connections.", body = ConnectionStats),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    fn connection_stats() {}
 
-/// Establishment times and deliveries since start (`service`, `admin`).
-#[utoipa::path(
-    get,
-    path = "/monitoring/performance",
-    tag = "monitoring",
-    responses(
-        (status = 200, description = "Establishment times and deliveries since the server started.", body = PerformanceView),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[allow(dead_code)] // Declares the operation; `PublishApi` serves it.
-fn performance() {}
+    /// Players by the kinds of connection they hold (`service`, `admin`).
+    #[utoipa::path(
+        get,
+        path = "/monitoring/dual-connections",
+        tag = "monitoring",
+        responses(
+            (status = 200, description = "Players by the kinds of connection they hold.", body = DualConnections),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    fn dual_connections() {}
 
-/// Connection health and its trends (`service`, `admin`).
-#[utoipa::path(
-    get,
-    path = "/monitoring/connection-health",
-    tag = "monitoring",
-    responses(
-        (status = 200, description = "Health now, by kind, and its trends over the last hour and day.", body = ConnectionHealthView),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[allow(dead_code)] // Declares the operation; `PublishApi` serves it.
-fn connection_health() {}
+    /// Establishment times and deliveries since start (`service`, `admin`).
+    #[utoipa::path(
+        get,
+        path = "/monitoring/performance",
+        tag = "monitoring",
+        responses(
+            (status = 200, description = "Establishment times and deliveries since the server started.", body = PerformanceView),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    fn performance() {}
 
-/// Prometheus text (`service`, `admin`, unless the server made it public).
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    responses(
-        (status = 200, description = "The metrics in the OpenMetrics text format.", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 500, response = InternalError),
-    ),
-    security(("bearer" = []), ("access_token" = [])),
-)]
-#[allow(dead_code)] // Declares the operation; the router serves it.
-fn metrics() {}
+    /// Connection health and its trends (`service`, `admin`).
+    #[utoipa::path(
+        get,
+        path = "/monitoring/connection-health",
+        tag = "monitoring",
+        responses(
+            (status = 200, description = "Health now, by kind, and its trends over the last hour and day.", body = ConnectionHealthView),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    fn connection_health() {}
 
-/// Liveness, without a token.
-#[utoipa::path(
-    get,
-    path = "/healthz",
-    tag = "operations",
-    responses(
-        (status = 200, description = "The server answers.", body = HealthAnswer),
-    ),
-    security(()),
-)]
-#[allow(dead_code)] // Declares the operation; the router serves it.
-fn healthz() {}
+    /// Prometheus text (`service`, `admin`, unless the server made it public).
+    #[utoipa::path(
+        get,
+        path = "/metrics",
+        tag = "operations",
+        responses(
+            (status = 200, description = "The metrics in the OpenMetrics text format.", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
+            (status = 401, response = Unauthorized),
+            (status = 403, response = Forbidden),
+            (status = 500, response = InternalError),
+        ),
+        security(("bearer" = []), ("access_token" = [])),
+    )]
+    fn metrics() {}
 
-/// This document, without a token.
-#[utoipa::path(
-    get,
-    path = "/api/openapi.json",
-    tag = "operations",
-    responses(
-        (status = 200, description = "The OpenAPI 3.1 document of this server's routes.", body = Object),
-    ),
-    security(()),
-)]
-#[allow(dead_code)] // Declares the operation; the router serves it.
-fn openapi_json() {}
+    /// Liveness, without a token.
+    #[utoipa::path(
+        get,
+        path = "/healthz",
+        tag = "operations",
+        responses(
+            (status = 200, description = "The server answers.", body = HealthAnswer),
+        ),
+        security(()),
+    )]
+    fn healthz() {}
+
+    /// This document, without a token.
+    #[utoipa::path(
+        get,
+        path = "/api/openapi.json",
+        tag = "operations",
+        responses(
+            (status = 200, description = "The OpenAPI 3.1 document of this server's routes.", body = Object),
+        ),
+        security(()),
+    )]
+    fn openapi_json() {}
+}
 
 #[cfg(test)]
 mod tests {
