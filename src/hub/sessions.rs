@@ -1,12 +1,15 @@
 //! Game sessions (SPEC §3): each player has at most one current session; a connection
 //! joins it, takes over with a new one, or is refused for naming a replaced one.
 //!
-//! The rules live in one function, [`Hub::settle_session`], run under the registry's write
-//! lock both when a connection request is resolved ([`ResolveSession`], what the session
-//! layer asks before the connection is admitted) and again when the connection registers,
-//! so two takeovers racing end with exactly one current session. A takeover ends the old
-//! session's connections at resolution, before admission counts the player's connections:
-//! the new client's connection is never refused for the slots the old session still holds.
+//! The rules live in one function, `Hub::apply_session_rules`, run under the registry's
+//! write lock both when a connection request is resolved ([`ResolveSession`], what the
+//! session layer asks before the connection is admitted) and again when the connection
+//! registers, so two takeovers racing end with exactly one current session (the one that
+//! registered last). At resolution a takeover is only decided; it is carried out at
+//! registration, so a request refused on the way (by admission, say) ends nothing. The new
+//! client's connection is never refused for the slots the old session still holds:
+//! admission for a connection taking over counts only the new session's connections
+//! (`Admit::admit_taking_over`).
 //!
 //! Replaced sessions are remembered per player, at most
 //! [`HubSettings::remembered_sessions`](super::HubSettings::remembered_sessions) of them.
