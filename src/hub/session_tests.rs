@@ -262,3 +262,34 @@ async fn a_player_whose_state_ttl_ran_out_is_forgotten_with_its_session_and_room
         "bob's TTL has just begun"
     );
 }
+
+/// Found by a probe: a request refused after the session layer (by admission, say) left
+/// the session it named behind as the current one, so the next device's session counted
+/// as replacing it, and the refused client's retry was told its session was stale.
+#[test]
+fn a_named_session_is_created_by_registering_not_by_resolving() {
+    let hub = Hub::new();
+    let mut events = hub.subscribe();
+    let decided = hub.resolve("alice", Some("phantom")).unwrap();
+    assert_eq!(decided.outcome(), SessionOutcome::Created);
+    drop(decided); // refused by admission: never registered
+    assert_eq!(hub.session_of("alice").session_id, None);
+    let (_real, _outbox) = hub
+        .register(Registration::new("alice", ConnectionKind::Sse).session("real"))
+        .unwrap();
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(
+                event,
+                HubEvent::SessionBegan {
+                    replaced: Some(_),
+                    ..
+                }
+            ),
+            "no session was replaced: {event:?}"
+        );
+    }
+    // The refused client's retry is a new session, not a stale one.
+    let retry = hub.resolve("alice", Some("phantom")).unwrap();
+    assert_eq!(retry.outcome(), SessionOutcome::TakesOver);
+}

@@ -131,6 +131,11 @@ impl Hub {
         };
         let settled = match settled {
             Settled::Join(id) => (id, SessionOutcome::Joined),
+            // A named session is only decided too: registering creates it, so a request
+            // refused on the way leaves no session behind for a later one to "replace" or
+            // for its own retry to find stale. A minted one is kept at once, so that the
+            // id the request was told is the one its connection joins.
+            Settled::Create(id) if !take_over && named.is_some() => (id, SessionOutcome::Created),
             Settled::Create(id) => {
                 let player = self.player_entry(registry, player_id, now);
                 player.session = Some(CurrentSession {

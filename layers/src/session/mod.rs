@@ -29,7 +29,10 @@
 //!    not begun through the session API ([`SessionRefused::Unknown`]).
 //!
 //! The resolver runs when the service is called, once per request; the layer holds nothing
-//! per connection (it pushes no lease into [`Leases`](crate::Leases)).
+//! per connection (it pushes no lease into [`Leases`](crate::Leases)). It decides; what
+//! the decision changes (a session created, an old one's connections ended) is best carried
+//! out when the connection registers, as dualcast's `Hub` does, so that a request refused
+//! further on (by admission, say) changes nothing.
 //!
 //! # Refusals
 //!
@@ -91,8 +94,8 @@
 //!             (Some(named), _) if state.replaced.iter().any(|old| old == named) => {
 //!                 Err(SessionRefused::Stale)
 //!             }
-//!             // Rule 4: a new session takes over (a real resolver also ends the old
-//!             // session's connections).
+//!             // Rule 4: a new session takes over (the old session's connections end
+//!             // when this one registers).
 //!             (Some(named), current) => {
 //!                 let outcome = match current {
 //!                     Some(_) => SessionOutcome::TakesOver,
