@@ -533,6 +533,8 @@ fn random_epoch() -> String {
 mod tests;
 
 #[cfg(test)]
+mod session_model_tests;
+#[cfg(test)]
 mod session_tests;
 
 #[cfg(test)]
