@@ -113,7 +113,7 @@ impl RouteTable {
         let prefix = if trimmed.is_empty() {
             String::new()
         } else {
-            format!("/{trimmed}")
+            format!("/{}", encode_path(trimmed))
         };
         Self {
             prefix: prefix.into(),
@@ -253,6 +253,23 @@ impl RouteTable {
     }
 }
 
+/// `path` with every byte that may not stand as itself in a URL path (RFC 3986 `pchar`,
+/// and `/`) percent-encoded, as a client sends it: a prefix `/{tenant}` is matched as
+/// `/%7Btenant%7D`, the path a browser requests for it (and a valid path for the
+/// OpenAPI document, where `{…}` would name a parameter). An escape already there stays.
+fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        let plain = byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&byte);
+        if plain {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +303,19 @@ mod tests {
         assert!(!table.is_sse("/api/sse"));
         assert!(!table.is_sse("/rt/sse/a/b"));
         assert_eq!(table.websocket_path(), "/rt/api/ws");
+    }
+
+    #[test]
+    fn a_prefix_is_matched_as_clients_send_it() {
+        let table = RouteTable::new("{tenant} 1", true, true, true);
+        assert!(matches!(
+            table.route("/%7Btenant%7D%201/api/ws"),
+            Some(Ok(Route::WebSocket))
+        ));
+        assert!(table.route("/{tenant} 1/api/ws").is_none());
+        assert_eq!(table.prefixed("/healthz"), "/%7Btenant%7D%201/healthz");
+        let plain = RouteTable::new("/rt/v1/", true, true, true);
+        assert_eq!(plain.prefixed("/healthz"), "/rt/v1/healthz");
     }
 
     #[test]

@@ -385,6 +385,8 @@ impl<L> DualcastBuilder<L> {
     /// none (`/api/ws`). With axum, use this rather than `nest_service`, which strips the
     /// prefix before dualcast sees the path. As a layer, dualcast answers its own routes
     /// first: a host with routes at the same paths (`/healthz`, `/sse/…`) sets a prefix.
+    /// Characters that a URL path cannot hold as themselves (a space, `{`) are matched
+    /// percent-encoded, as clients send them.
     pub fn prefix(mut self, prefix: &str) -> Self {
         self.prefix = prefix.to_owned();
         self

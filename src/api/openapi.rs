@@ -1058,6 +1058,17 @@ mod tests {
     }
 
     #[test]
+    fn a_prefix_with_braces_names_no_parameter() {
+        let table = RouteTable::new("{tenant}", true, true, true);
+        let json: serde_json::Value = serde_json::from_slice(&document_json(&table)).unwrap();
+        let paths: Vec<&String> = json["paths"].as_object().unwrap().keys().collect();
+        assert!(
+            paths.iter().all(|p| p.starts_with("/%7Btenant%7D/")),
+            "{paths:?}"
+        );
+    }
+
+    #[test]
     fn rustdoc_links_become_their_text() {
         assert_eq!(
             without_rust_links("see [`Hub`](crate::Hub) and [the spec](https://x.org/a)."),

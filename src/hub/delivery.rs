@@ -37,9 +37,9 @@ pub struct DeliveryReport {
     /// Players whose pending queue took it (when any did).
     #[serde(skip)]
     pub(crate) queued_for: Option<usize>,
-    /// Players now waiting for its acknowledgement (messages published with
-    /// [`with_ack`](crate::Message::with_ack) only). How each wait ends comes as a
-    /// [`HubEvent::AckSettled`](super::HubEvent::AckSettled).
+    /// Players now waiting for its acknowledgement (messages published with `ack` only;
+    /// in Rust, [`Message::with_ack`](crate::Message::with_ack), and each wait's end comes
+    /// as a [`HubEvent::AckSettled`](super::HubEvent::AckSettled)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub awaiting_ack: Option<usize>,
     /// Players reached (room and global broadcasts only).
