@@ -128,9 +128,9 @@ pub(crate) fn answer(
 
 /// The refusals of a connection request that need nothing from the hub: a path's player
 /// that is not the token's (`403 PLAYER_MISMATCH`), a resume id that is not one
-/// (`400 INVALID_LAST_EVENT_ID`). The handlers' `check_request` runs them before the
-/// session layer, so a request refused for them takes over no session; [`register`] runs
-/// them again for a handler used alone.
+/// (`400 INVALID_LAST_EVENT_ID`). Part of the handlers' `check_request`, which runs
+/// before the session layer (so a request refused for them takes over no session) and
+/// again at the start of the handler (so a handler used alone checks them too).
 pub(crate) fn check_connection<B>(request: &Request<B>) -> Result<(), ApiError> {
     let identity = request.extensions().get::<Identity>();
     let requested = request.extensions().get::<RequestedPlayer>();
@@ -146,17 +146,16 @@ pub(crate) fn check_connection<B>(request: &Request<B>) -> Result<(), ApiError> 
     resume_id(request).map(drop)
 }
 
-/// Registers the connection a request opens: the identity's player (which must be the
-/// [`RequestedPlayer`], if any), its session (`session_id` query, else the token's `sid`),
-/// its credential's deadline, where it resumes ([`resume_id`]), and the leases the layers in
-/// front put in the request.
+/// Registers the connection a request opens: the identity's player, its session
+/// (`session_id` query, else the token's `sid`), its credential's deadline, where it
+/// resumes ([`resume_id`]), and the leases the layers in front put in the request. The
+/// handler has run its `check_request` (with [`check_connection`]) first.
 pub(crate) fn register<B>(
     hub: &Hub,
     request: &Request<B>,
     kind: ConnectionKind,
 ) -> Result<(ConnectionGuard, Outbox), ApiError> {
     let identity = require_identity(request)?;
-    check_connection(request)?;
     let mut registration = Registration::new(identity.player_id_arc().clone(), kind)
         .role(identity.role())
         .heartbeats(kind == ConnectionKind::WebSocket);

@@ -21,6 +21,14 @@ async fn document(server: &TestServer) -> Value {
     document
 }
 
+/// The document of a default server, started and stopped for it.
+async fn default_document() -> Value {
+    let server = TestServer::start().await;
+    let document = document(&server).await;
+    server.shutdown().await;
+    document
+}
+
 /// `template` with every `{parameter}` filled in.
 fn concrete(template: &str) -> String {
     template
@@ -340,12 +348,7 @@ async fn every_error_type_is_a_documented_status_with_the_error_body() {
 
 #[tokio::test]
 async fn past_the_connection_cap_the_documented_503_carries_the_error_body() {
-    let document = {
-        let server = TestServer::start().await;
-        let document = document(&server).await;
-        server.shutdown().await;
-        document
-    };
+    let document = default_document().await;
     let server = TestServer::start_with_settings(ServeSettings::new().max_connections(1)).await;
     let _held = server.sse("/api/sse", &player_token("alice")).await;
     let (status, body) = server
@@ -385,12 +388,7 @@ async fn a_wiring_mistake_is_a_system_error_with_the_error_body() {
         .unwrap()
         .to_bytes();
     let body: Value = serde_json::from_slice(&body).unwrap();
-    let document = {
-        let server = TestServer::start().await;
-        let document = document(&server).await;
-        server.shutdown().await;
-        document
-    };
+    let document = default_document().await;
     assert_error_body(&document, &body, "system_error", "INTERNAL");
     assert!(
         !body.to_string().contains(&service_token()),
