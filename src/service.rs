@@ -69,28 +69,31 @@ pub struct Endpoints {
     hub: Hub,
     table: Arc<RouteTable>,
     registry: Arc<Registry>,
-    /// The OpenAPI document of `table`, made once (about 50 KiB).
+    /// The OpenAPI document of `table` (about 50 KiB), made when first asked for, once.
     openapi: OpenApiJson,
 }
 
-/// The OpenAPI document's bytes, which `Debug` gives the size of, not the 50 KiB.
-#[derive(Clone)]
-struct OpenApiJson(Bytes);
+/// The OpenAPI document's bytes, shared by the clones, which `Debug` gives the size of,
+/// not the 50 KiB.
+#[derive(Clone, Default)]
+struct OpenApiJson(Arc<std::sync::OnceLock<Bytes>>);
 
 impl fmt::Debug for OpenApiJson {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OpenApiJson({} bytes)", self.0.len())
+        match self.0.get() {
+            Some(json) => write!(f, "OpenApiJson({} bytes)", json.len()),
+            None => f.write_str("OpenApiJson(not made yet)"),
+        }
     }
 }
 
 impl Endpoints {
     pub(crate) fn new(hub: Hub, table: RouteTable, registry: Arc<Registry>) -> Self {
-        let openapi = OpenApiJson(crate::api::openapi::document_json(&table));
         Self {
             hub,
             table: Arc::new(table),
             registry,
-            openapi,
+            openapi: OpenApiJson::default(),
         }
     }
 
@@ -100,13 +103,16 @@ impl Endpoints {
     /// switched off ([`DualcastBuilder::openapi_route`]).
     #[must_use]
     pub fn openapi_json(&self) -> Bytes {
-        self.openapi.0.clone()
+        self.openapi
+            .0
+            .get_or_init(|| crate::api::openapi::document_json(&self.table))
+            .clone()
     }
 
     /// `GET /api/openapi.json`.
     fn openapi<B>(&self, request: &Request<B>) -> Response<ResponseBody> {
         let result = allow(request.method(), &[Method::GET]).map(|()| {
-            let mut response = Response::new(ResponseBody::from(self.openapi.0.clone()));
+            let mut response = Response::new(ResponseBody::from(self.openapi_json()));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
