@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
 # Every test of the project, as CI runs it:
 #   - unit, integration and doc tests of both crates (the allocation-count test among them),
-#     and both crates without the optional JWT algorithms (`--no-default-features`),
+#     with the Redis backplane (`--features redis`: the cluster tests start private
+#     `redis-server`s on free loopback ports, and stop them), and both crates without the
+#     optional JWT algorithms and without Redis (`--no-default-features`),
 #   - the API docs, with broken links refused,
 #   - a build of the benchmarks,
 #   - every load-generator mode once, at a tiny size, against the example server,
 #   - the API fuzzed from its OpenAPI document with schemathesis, with a service and a
 #     player token, after the document is validated as OpenAPI 3.1.
-# Needs a Rust toolchain, python3 and curl; it installs schemathesis and
-# openapi-spec-validator from PyPI into target/schemathesis-venv when they are missing.
+# Needs a Rust toolchain, python3 and curl; it installs Debian's redis-server when it is
+# missing, and schemathesis and openapi-spec-validator from PyPI into
+# target/schemathesis-venv.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-cargo test
+if ! command -v redis-server >/dev/null; then
+  echo "test.sh: installing Debian's redis-server for the cluster tests"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get install -y -qq redis-server >/dev/null 2>&1 ||
+    { $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null; }
+fi
+
+cargo test --features redis
 cargo test --quiet -p dualcast-layers --no-default-features
 cargo check --quiet -p dualcast --no-default-features --lib
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet --features redis
 cargo bench --no-run --quiet
 benches/run.sh --smoke
 tests/schemathesis/run.sh

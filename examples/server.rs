@@ -30,6 +30,8 @@
 //! | `DUALCAST_REPLAY_AGE_SECS` | `300` | seconds a message stays replayable |
 //! | `DUALCAST_PENDING_COUNT` | `100` | messages queued per player with no live connection (`0`: off) |
 //! | `DUALCAST_MESSAGE_TTL_SECS` | `300` | default lifetime of a message in a pending queue, the replay buffer, or awaiting an ack (a publish's `ttl_ms` overrides it) |
+//! | `DUALCAST_REDIS_URL` | none | join the cluster behind this Redis (build with `--features redis`; refused otherwise) |
+//! | `DUALCAST_NODE_ID` | random | this node's id in the cluster (`A-Z a-z 0-9 . _ -`, at most 64) |
 //! | `RUST_LOG` | `info` | log filter (`tracing-subscriber` syntax) |
 //!
 //! Client messages: `{"type":"say","data":{"room":"lobby","text":"hi"}}` (a WebSocket text
@@ -48,9 +50,9 @@ use dualcast::dualcast_layers::jwt::{issue_hs256, Claims};
 use dualcast::dualcast_layers::track::TrustedProxy;
 use dualcast::error::ErrorType;
 use dualcast::{
-    AuthLayer, ClientMessage, DeliverySettings, Dualcast, HeartbeatSettings, Hub, InboundSettings,
-    JwtAuthenticator, Message, MessageHandler, Role, ServeSettings, SseSettings, TrackLayer,
-    WebSocketSettings,
+    Audience, AuthLayer, ClientMessage, DeliverySettings, Dualcast, HeartbeatSettings, Hub,
+    HubSettings, InboundSettings, JwtAuthenticator, Message, MessageHandler, Role, ServeSettings,
+    SseSettings, TrackLayer, WebSocketSettings,
 };
 use tower::Layer;
 use tower_http::trace::TraceLayer;
@@ -75,15 +77,6 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), String> {
-    // Several nodes behind one Redis are not built yet: a URL for one is refused rather
-    // than ignored, so nobody believes a lone node is part of a cluster.
-    if env::var_os("DUALCAST_REDIS_URL").is_some() {
-        return Err(
-            "DUALCAST_REDIS_URL is set, but this server has no Redis backplane \
-                    (scale-out is not built yet): unset it to run a single node"
-                .into(),
-        );
-    }
     let addr: SocketAddr = setting(
         "DUALCAST_ADDR",
         "127.0.0.1:8000".parse().map_err(|_| "bad default")?,
@@ -158,8 +151,8 @@ async fn run() -> Result<(), String> {
         )?))
         .inbound(InboundSettings::new().rate(inbound_rate, inbound_rate.saturating_mul(2)))
         .delivery(delivery)
-        .message_handler(say_to_room())
-        .build();
+        .message_handler(say_to_room());
+    let hub = with_backplane(hub).await?.build();
     let auth = AuthLayer::new(JwtAuthenticator::hs256(&secret));
     let track = TrackLayer::pair()
         .0
@@ -252,12 +245,59 @@ fn say_to_room() -> MessageHandler {
             "say",
             serde_json::json!({ "from": message.player_id(), "text": say.text }),
         );
-        let report = hub.broadcast_to_room(&say.room, &said, &[]);
+        let audience = Audience::Room {
+            room: &say.room,
+            exclude: &[],
+        };
+        let report = match hub.publish(audience, &said).await {
+            Ok(report) => report,
+            Err(error) => {
+                return Some(message.error_reply(
+                    ErrorType::SystemError,
+                    "BACKPLANE_UNAVAILABLE",
+                    error.to_string(),
+                ))
+            }
+        };
         Some(Message::json(
             "said",
             serde_json::json!({ "room": say.room, "id": message.id(), "players": report.players }),
         ))
     })
+}
+
+/// The cluster's backplane when `DUALCAST_REDIS_URL` is set (node id from
+/// `DUALCAST_NODE_ID`, else random); a clear error when this build has no Redis support.
+#[cfg(feature = "redis")]
+async fn with_backplane(hub: HubSettings) -> Result<HubSettings, String> {
+    let Ok(url) = env::var("DUALCAST_REDIS_URL") else {
+        return Ok(hub);
+    };
+    let mut settings = dualcast::RedisSettings::new(url);
+    if let Ok(node) = env::var("DUALCAST_NODE_ID") {
+        settings = settings.node_id(node);
+    }
+    let backplane = dualcast::RedisBackplane::connect(settings)
+        .await
+        .map_err(|e| format!("DUALCAST_REDIS_URL: {e}"))?;
+    tracing::info!(
+        node = dualcast::Backplane::node_id(&backplane),
+        "joining the cluster"
+    );
+    Ok(hub.backplane(backplane))
+}
+
+/// Without the `redis` feature a set `DUALCAST_REDIS_URL` is refused rather than ignored,
+/// so nobody believes a lone node is part of a cluster.
+#[cfg(not(feature = "redis"))]
+async fn with_backplane(hub: HubSettings) -> Result<HubSettings, String> {
+    if env::var_os("DUALCAST_REDIS_URL").is_some() {
+        return Err("DUALCAST_REDIS_URL is set, but this server was built without the `redis` \
+                    feature: build it with `cargo run --release --features redis --example server`, \
+                    or unset DUALCAST_REDIS_URL to run a single node"
+            .into());
+    }
+    Ok(hub)
 }
 
 /// Request spans with the method and the path only: a query string may hold a token.

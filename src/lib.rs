@@ -7,6 +7,8 @@
 //!   upgrade), [`SseHandler`] (a streaming body), [`PublishApi`].
 //! - [`Dualcast::builder`]: the default stack (router → auth → handlers) composed once, as a
 //!   [`DualcastLayer`] around a host's service or alone.
+//! - Several nodes as one (cargo feature `redis`): `RedisBackplane` behind
+//!   [`HubSettings::backplane`], and [`Hub::publish`] to reach every node.
 //! - [`serve`](serve()): an accept loop with graceful shutdown; [`Hub::shutdown_on`] for
 //!   `axum::serve` and other servers.
 //! - The layers of [`dualcast_layers`], re-exported: [`AuthLayer`], [`TrackLayer`],
@@ -42,6 +44,8 @@ pub mod inbound;
 mod limits;
 pub mod message;
 mod prefixed;
+#[cfg(feature = "redis")]
+mod redis_backplane;
 pub mod routes;
 mod serve;
 pub mod service;
@@ -57,13 +61,17 @@ pub use connection::{
 pub use error::ApiError;
 pub use extract::{ApiTarget, RequestedPlayer};
 pub use hub::{
-    AckOutcome, Census, ConnectionGuard, DeliveryReport, DeliverySettings, EstablishmentFigures,
-    HealthCount, HealthTrends, HeartbeatSettings, Hub, HubAdmission, HubEvent, HubSettings, Outbox,
-    Performance, Presence, RegisterError, Registration, SessionBegun, SessionInfo, SHUTDOWN_GRACE,
+    AckOutcome, Audience, Backplane, BackplaneError, BackplaneState, BackplaneStatus, Census,
+    ConnectionGuard, DeliveryReport, DeliverySettings, EstablishmentFigures, HealthCount,
+    HealthTrends, HeartbeatSettings, Hub, HubAdmission, HubEvent, HubSettings, NodeDelivery,
+    Outbox, Performance, Presence, RegisterError, Registration, SessionBegun, SessionInfo,
+    SHUTDOWN_GRACE,
 };
 pub use inbound::{ClientMessage, InboundSettings, MessageHandler};
 pub use limits::ServeSettings;
 pub use message::{Frame, Message};
+#[cfg(feature = "redis")]
+pub use redis_backplane::{RedisBackplane, RedisSettings};
 pub use serve::{serve, serve_with_settings};
 pub use service::{
     Admitted, Dualcast, DualcastBuilder, DualcastLayer, Endpoints, Handlers, NotFound,

@@ -211,22 +211,40 @@ struct Encoded {
 impl Frame {
     /// Encodes `message` with envelope `id`, the current time and an optional `room`.
     pub(crate) fn encode(id: Arc<str>, message: &Message, room: Option<&str>) -> Self {
-        Self::encode_as(id, message, room, None)
+        Self::encode_at(id, message, room, unix_millis(SystemTime::now()))
+    }
+
+    /// Encodes `message` as [`encode`](Self::encode) does, with the envelope's `ts` given:
+    /// every node of a cluster makes the same bytes of one publish.
+    pub(crate) fn encode_at(id: Arc<str>, message: &Message, room: Option<&str>, ts: u64) -> Self {
+        Self::encode_as(id, message, room, None, ts)
     }
 
     /// Encodes `message` for the SSE event `name` (an `event:` line and no `id:` line, so
     /// a browser's `Last-Event-ID` stays that of the last message): what the hub says
     /// about the stream itself, such as `recovery`.
     pub(crate) fn encode_event(id: Arc<str>, message: &Message, name: &str) -> Self {
-        Self::encode_as(id, message, None, Some(name))
+        Self::encode_as(
+            id,
+            message,
+            None,
+            Some(name),
+            unix_millis(SystemTime::now()),
+        )
     }
 
-    fn encode_as(id: Arc<str>, message: &Message, room: Option<&str>, event: Option<&str>) -> Self {
+    fn encode_as(
+        id: Arc<str>,
+        message: &Message,
+        room: Option<&str>,
+        event: Option<&str>,
+        ts: u64,
+    ) -> Self {
         let envelope = Envelope {
             id: &id,
             message_type: &message.message_type,
             v: message.version,
-            ts: unix_millis(SystemTime::now()),
+            ts,
             room,
             data: &message.data,
         };

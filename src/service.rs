@@ -800,7 +800,7 @@ where
             }
             Ok(Route::Health) => {
                 let result = allow(request.method(), &[Method::GET])
-                    .and_then(|()| json_response(StatusCode::OK, &HealthAnswer { status: "ok" }));
+                    .and_then(|()| json_response(StatusCode::OK, &HealthAnswer::of(self.hub())));
                 let response = answer(request.method(), request.uri().path(), result);
                 return ResponseFuture::Ready(Some(response));
             }

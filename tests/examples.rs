@@ -430,7 +430,7 @@ async fn the_example_servers_say_reaches_every_member_of_the_room_and_nobody_els
 }
 
 #[tokio::test]
-async fn a_redis_url_is_refused_at_start_up_rather_than_ignored() {
+async fn a_redis_url_that_cannot_be_used_is_a_start_up_error_rather_than_ignored() {
     let mut server = Example::start("server", &[("DUALCAST_REDIS_URL", "redis://127.0.0.1:1")]);
     let status = within_for(
         PROCESS_BOUND,
@@ -444,6 +444,107 @@ async fn a_redis_url_is_refused_at_start_up_rather_than_ignored() {
         server.seen.push(line);
     }
     let said = server.seen.join("\n");
-    assert!(said.contains("DUALCAST_REDIS_URL is set"), "{said}");
+    // Built with the `redis` feature, the URL is used, and nothing answers at port 1;
+    // without it, the URL is refused as unsupported. Either way a clear start-up error.
+    // (Which build `target/debug/examples/server` is depends on the last build: cargo does
+    // not re-link a fresh example when the features change.)
+    let unreachable = said.contains("DUALCAST_REDIS_URL: Redis at 127.0.0.1:1 did not answer");
+    let unsupported = said.contains(
+        "DUALCAST_REDIS_URL is set, but this server was built \
+                                      without the `redis` feature",
+    );
+    assert!(unreachable || unsupported, "{said}");
     assert!(!said.contains("listening"), "it never listened: {said}");
+}
+
+/// `GET /healthz` of the node at `addr`, as JSON.
+#[cfg(feature = "redis")]
+async fn health_at(addr: SocketAddr) -> serde_json::Value {
+    let (status, _, body) = http_at(addr, "GET", "/healthz", &[], Bytes::new()).await;
+    assert_eq!(status, http::StatusCode::OK);
+    serde_json::from_slice(&body).expect("JSON")
+}
+
+/// Asks the node at `addr` for its health until `accept` takes it, for up to `limit`.
+#[cfg(feature = "redis")]
+async fn health_until(
+    addr: SocketAddr,
+    limit: Duration,
+    what: &str,
+    accept: impl Fn(&serde_json::Value) -> bool,
+) {
+    within_for(limit, what, async {
+        loop {
+            if accept(&health_at(addr).await) {
+                return;
+            }
+            tokio::time::sleep(POLL_STEP).await;
+        }
+    })
+    .await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn two_example_servers_on_one_redis_act_as_one_and_a_killed_node_drops_out() {
+    let redis = common::redis_server::RedisServer::start().await;
+    let url = redis.url();
+    let env = |node: &'static str| {
+        [
+            ("RUST_LOG", "info"),
+            ("DUALCAST_JWT_SECRET", EXAMPLE_SECRET),
+            ("DUALCAST_REDIS_URL", url.as_str()),
+            ("DUALCAST_NODE_ID", node),
+        ]
+        .map(|(k, v)| (k, v.to_owned()))
+    };
+    let start = |node| {
+        let env = env(node);
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Example::start("server", &pairs)
+    };
+    let mut x = start("x");
+    let mut y = start("y");
+    let (x_addr, y_addr) = (server_address(&mut x).await, server_address(&mut y).await);
+    health_until(x_addr, PROCESS_BOUND, "x sees y", |health| {
+        health["backplane"] == serde_json::json!({"node": "x", "state": "up", "peers": 1})
+    })
+    .await;
+
+    let mut alice = sse_with_token_at(y_addr, "/sse/alice", &token_for("alice")).await;
+    let service = issue_hs256(
+        EXAMPLE_SECRET.as_bytes(),
+        &Claims::new("backend", Role::Service, 3600),
+    )
+    .unwrap();
+    let publish = || async {
+        let (status, _, body) = http_at(
+            x_addr,
+            "POST",
+            "/api/players/alice/messages",
+            &[
+                ("authorization", format!("Bearer {service}")),
+                ("content-type", "application/json".to_owned()),
+            ],
+            Bytes::from_static(br#"{"type":"chat","data":"hi"}"#),
+        )
+        .await;
+        assert_eq!(status, http::StatusCode::OK);
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    };
+    let report = publish().await;
+    assert_eq!(report["sse"], 1, "{report}");
+    assert_eq!(alice.next_json().await["id"], report["id"]);
+
+    // SIGKILL: y says no goodbye; x stops counting it within the node timeout (5 s).
+    y.child.kill().await.unwrap();
+    health_until(x_addr, PROCESS_BOUND, "x no longer sees y", |health| {
+        health["backplane"]["peers"] == 0
+    })
+    .await;
+    let report = publish().await;
+    assert_eq!(report["nodes"][0]["node"], "x", "{report}");
+    assert_eq!(report["unanswered"], serde_json::json!([]), "{report}");
+    x.interrupt();
+    x.exits_successfully().await;
 }

@@ -140,7 +140,7 @@ impl PublishApi {
                 require_privileged(&request)?;
                 validate_name("room", &room)?;
                 validate_name("player_id", &player)?;
-                set_membership(&self.hub, &room, &player, method == Method::PUT)
+                set_membership(&self.hub, &room, &player, method == Method::PUT).await
             }
             target => {
                 allow(&method, &[Method::POST])?;
@@ -162,7 +162,7 @@ impl PublishApi {
                     self.settings.body_timeout,
                 )
                 .await?;
-                publish(&self.hub, target, &body)
+                publish(&self.hub, target, &body).await
             }
         }
     }

@@ -45,7 +45,7 @@ use utoipa::ToSchema;
 
 use crate::body::ResponseBody;
 use crate::error::{ApiError, ErrorType};
-use crate::hub::Hub;
+use crate::hub::{Audience, Hub};
 use crate::message::{Message, MAX_TYPE_LEN};
 
 /// Longest player id, room name or message type, in characters (Unicode scalar values, as
@@ -180,8 +180,20 @@ fn body_timeout(timeout: Duration) -> ApiError {
     .header(header::CONNECTION, HeaderValue::from_static("close"))
 }
 
+/// `503 system_error`: the cluster's log did not take the change, so no node made it.
+fn backplane_unavailable(error: &crate::hub::BackplaneError) -> ApiError {
+    tracing::warn!(%error, "refused: the cluster's backplane did not take it");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorType::SystemError,
+        "BACKPLANE_UNAVAILABLE",
+        error.to_string(),
+    )
+    .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+}
+
 /// Publishes the JSON `body` to `target`.
-pub(crate) fn publish(
+pub(crate) async fn publish(
     hub: &Hub,
     target: Target<'_>,
     body: &[u8],
@@ -227,7 +239,7 @@ pub(crate) fn publish(
     if let Some(ttl_ms) = request.ttl_ms {
         message = message.with_ttl(Duration::from_millis(ttl_ms));
     }
-    let (report, target_name) = match target {
+    let (audience, target_name) = match target {
         Target::Player(player_id) => {
             if !exclude.is_empty() {
                 return Err(ApiError::bad_request(
@@ -235,11 +247,21 @@ pub(crate) fn publish(
                     "exclude applies to room and broadcast publishes, not to one player",
                 ));
             }
-            (hub.send_to_player(player_id, &message), player_id)
+            (Audience::Player(player_id), player_id)
         }
-        Target::Room(room) => (hub.broadcast_to_room(room, &message, &exclude), room),
-        Target::Everyone => (hub.broadcast_global(&message, &exclude), "*"),
+        Target::Room(room) => (
+            Audience::Room {
+                room,
+                exclude: &exclude,
+            },
+            room,
+        ),
+        Target::Everyone => (Audience::Everyone { exclude: &exclude }, "*"),
     };
+    let report = hub
+        .publish(audience, &message)
+        .await
+        .map_err(|error| backplane_unavailable(&error))?;
     tracing::debug!(
         target = target_name,
         message_id = &*report.id,
@@ -265,17 +287,16 @@ pub(crate) struct Membership<'a> {
 }
 
 /// Adds (`join`) or removes a member of `room`.
-pub(crate) fn set_membership(
+pub(crate) async fn set_membership(
     hub: &Hub,
     room: &str,
     player_id: &str,
     join: bool,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let changed = if join {
-        hub.join_room(player_id, room)
-    } else {
-        hub.leave_room(player_id, room)
-    };
+    let changed = hub
+        .set_room_member(player_id, room, join)
+        .await
+        .map_err(|error| backplane_unavailable(&error))?;
     tracing::debug!(room, player_id, member = join, changed, "room membership");
     json_response(
         StatusCode::OK,
@@ -341,8 +362,8 @@ mod tests {
     use super::*;
     use crate::connection::ConnectionKind;
 
-    #[test]
-    fn bad_publish_bodies_are_validation_errors() {
+    #[tokio::test]
+    async fn bad_publish_bodies_are_validation_errors() {
         let hub = Hub::new();
         for (body, code) in [
             (&b"not json"[..], "INVALID_JSON"),
@@ -360,7 +381,7 @@ mod tests {
             (br#"{"type":"x","priority":2147483648}"#, "INVALID_JSON"),
             (br#"{"type":"\u0085"}"#, "INVALID_NAME"),
         ] {
-            let error = publish(&hub, Target::Everyone, body).unwrap_err();
+            let error = publish(&hub, Target::Everyone, body).await.unwrap_err();
             assert_eq!(
                 (error.status(), error.code()),
                 (StatusCode::BAD_REQUEST, code),
@@ -373,12 +394,13 @@ mod tests {
             Target::Player("a"),
             br#"{"type":"x","exclude":["b"]}"#,
         )
+        .await
         .unwrap_err();
         assert_eq!(error.code(), "EXCLUDE_NOT_APPLICABLE");
     }
 
-    #[test]
-    fn integral_numbers_and_long_names_in_characters_are_accepted() {
+    #[tokio::test]
+    async fn integral_numbers_and_long_names_in_characters_are_accepted() {
         let hub = Hub::new();
         let long_type = "é".repeat(MAX_NAME_LEN);
         for body in [
@@ -387,11 +409,13 @@ mod tests {
             // 256 bytes, 128 characters.
             format!(r#"{{"type":"{long_type}"}}"#),
         ] {
-            let answer = publish(&hub, Target::Everyone, body.as_bytes());
+            let answer = publish(&hub, Target::Everyone, body.as_bytes()).await;
             assert!(answer.is_ok(), "{body}: {:?}", answer.err());
         }
         let too_long = format!(r#"{{"type":"{long_type}é"}}"#);
-        let error = publish(&hub, Target::Everyone, too_long.as_bytes()).unwrap_err();
+        let error = publish(&hub, Target::Everyone, too_long.as_bytes())
+            .await
+            .unwrap_err();
         assert_eq!(error.code(), "INVALID_NAME");
     }
 
@@ -401,7 +425,9 @@ mod tests {
         let (_guard, mut outbox) = hub
             .register(crate::Registration::new("a", ConnectionKind::Sse))
             .unwrap();
-        publish(&hub, Target::Player("a"), br#"{"type":"x","v":3}"#).unwrap();
+        publish(&hub, Target::Player("a"), br#"{"type":"x","v":3}"#)
+            .await
+            .unwrap();
         let frame = tokio::time::timeout(Duration::from_secs(5), outbox.recv())
             .await
             .expect("the published frame in time")

@@ -148,8 +148,28 @@ pub(crate) struct ClientMessageAnswer {
 /// `GET /healthz`.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct HealthAnswer {
-    /// Always `ok` while the server answers.
+    /// `ok` while the server answers; `degraded` while its cluster backplane is down (local
+    /// connections go on, publishes are refused with `503`).
+    #[schema(pattern = "^(ok|degraded)$")]
     pub(crate) status: &'static str,
+    /// On a node of a cluster: its id, whether its backplane is up, and how many other
+    /// nodes it sees.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) backplane: Option<crate::hub::BackplaneStatus>,
+}
+
+impl HealthAnswer {
+    /// The answer for `hub` now.
+    pub(crate) fn of(hub: &crate::Hub) -> Self {
+        let backplane = hub.backplane_status();
+        let degraded = backplane
+            .as_ref()
+            .is_some_and(|status| status.state != crate::hub::BackplaneState::Up);
+        Self {
+            status: if degraded { "degraded" } else { "ok" },
+            backplane,
+        }
+    }
 }
 
 /// A player id in the path.
@@ -273,7 +293,7 @@ error_responses! {
     UpgradeRequired => "`validation_error`: a WebSocket version other than 13.",
     TooManyRequests => "`rate_limited`: a connection or rate limit; `Retry-After` says when to try again.",
     InternalError => "`system_error`: the server failed (the host's message handler failed, or the metrics could not be encoded); the request may be retried.",
-    ServiceUnavailable => "`connection_error`: the server is at its connection limit (`SERVER_AT_CAPACITY`, with `Retry-After`) or shutting down (`SHUTTING_DOWN`); try again later.",
+    ServiceUnavailable => "`connection_error`: the server is at its connection limit (`SERVER_AT_CAPACITY`, with `Retry-After`) or shutting down (`SHUTTING_DOWN`); or `system_error`: the cluster's backplane did not take a publish or membership change (`BACKPLANE_UNAVAILABLE`, with `Retry-After`, nothing was changed). Try again later.",
 }
 
 /// The publish body of one player's route: the shared one without `exclude`, which

@@ -45,6 +45,51 @@ pub struct DeliveryReport {
     /// Players reached (room and global broadcasts only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub players: Option<usize>,
+    /// On a hub with a [backplane](super::Backplane): what each node that answered within
+    /// [`report_wait`](super::HubSettings::report_wait) reached, this node first. The
+    /// counts above are their sums.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<NodeDelivery>>,
+    /// On a hub with a backplane: the live nodes that had not answered within the wait.
+    /// Their connections may have got the message; they are not counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub unanswered: Option<Vec<Arc<str>>>,
+}
+
+/// What one node of a cluster reached of a publish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct NodeDelivery {
+    /// The node's id.
+    #[schema(value_type = String)]
+    pub node: Arc<str>,
+    /// Its connections reached, both kinds.
+    pub delivered: usize,
+    /// Its WebSocket connections reached.
+    pub websocket: usize,
+    /// Its SSE connections reached.
+    pub sse: usize,
+    /// Its connections that could not take the message.
+    pub failed: usize,
+    /// Whether it kept the message in a pending queue.
+    pub queued: bool,
+    /// Players it reached (room and global broadcasts only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub players: Option<usize>,
+}
+
+impl NodeDelivery {
+    pub(super) fn of(node: Arc<str>, report: &DeliveryReport) -> Self {
+        Self {
+            node,
+            delivered: report.delivered,
+            websocket: report.websocket,
+            sse: report.sse,
+            failed: report.failed,
+            queued: report.queued,
+            players: report.players,
+        }
+    }
 }
 
 impl DeliveryReport {
@@ -68,7 +113,36 @@ impl DeliveryReport {
             failed: 0,
             queued: false,
             players,
+            nodes: None,
+            unanswered: None,
         }
+    }
+
+    /// The report of a publish in the cluster's log that this node has not applied yet.
+    pub(super) fn unapplied(id: Arc<str>, players: Option<usize>) -> Self {
+        Self::with_id(id, players)
+    }
+
+    /// Adds the other nodes' answers (this node's own first, when it answered) and names
+    /// the `peers` that did not answer.
+    pub(super) fn add_nodes(&mut self, nodes: Vec<NodeDelivery>, peers: &[Arc<str>]) {
+        for node in nodes.iter().skip(usize::from(self.unanswered.is_none())) {
+            self.delivered += node.delivered;
+            self.websocket += node.websocket;
+            self.sse += node.sse;
+            self.failed += node.failed;
+            self.queued |= node.queued;
+            if let (Some(players), Some(more)) = (self.players.as_mut(), node.players) {
+                *players += more;
+            }
+        }
+        let missing: Vec<Arc<str>> = peers
+            .iter()
+            .filter(|peer| !nodes.iter().any(|n| n.node == **peer))
+            .cloned()
+            .collect();
+        self.unanswered.get_or_insert_with(Vec::new).extend(missing);
+        self.nodes = Some(nodes);
     }
 }
 
@@ -76,22 +150,31 @@ impl Hub {
     /// Sends `message` to every live connection of `player_id`, both kinds. A player with
     /// none (known or not) gets it in its pending queue, delivered on its next connect
     /// (`queued: true`); see [`DeliverySettings`](super::DeliverySettings).
+    ///
+    /// On a hub with a [backplane](super::Backplane) this reaches this node's connections
+    /// only; [`Hub::publish`] reaches the cluster's.
     pub fn send_to_player(&self, player_id: &str, message: &Message) -> DeliveryReport {
-        let publish = self.publish(message, None);
+        self.warn_if_clustered();
+        let publish = self.prepare(message, None);
+        self.player_delivery(player_id, &publish)
+    }
+
+    /// Delivers `publish` to `player_id`'s connections, or its pending queue.
+    pub(super) fn player_delivery(&self, player_id: &str, publish: &Publish) -> DeliveryReport {
         let mut report = DeliveryReport::new(&publish.frame, None);
         let mut failed = Vec::new();
         let known = {
             let registry = self.read();
             match registry.players.get_key_value(player_id) {
                 Some((key, player)) => {
-                    self.deliver_to_player(key, player, &publish, &mut report, &mut failed);
+                    self.deliver_to_player(key, player, publish, &mut report, &mut failed);
                     true
                 }
                 None => false,
             }
         };
         if !known && self.inner.settings.delivery.pending_count > 0 {
-            self.queue_for_unknown(player_id, &publish, &mut report, &mut failed);
+            self.queue_for_unknown(player_id, publish, &mut report, &mut failed);
         }
         self.finish(&report, failed);
         report
@@ -122,14 +205,28 @@ impl Hub {
 
     /// Sends `message` to every connection of every member of `room`, except the players
     /// in `exclude`; a member with no live connection gets it in its pending queue.
+    ///
+    /// On a hub with a [backplane](super::Backplane) this reaches this node's connections
+    /// only; [`Hub::publish`] reaches the cluster's.
     pub fn broadcast_to_room(
         &self,
         room: &str,
         message: &Message,
         exclude: &[&str],
     ) -> DeliveryReport {
+        self.warn_if_clustered();
+        let publish = self.prepare(message, Some(room));
+        self.room_delivery(room, exclude, &publish)
+    }
+
+    /// Delivers `publish` to the members of `room` but `exclude`.
+    pub(super) fn room_delivery(
+        &self,
+        room: &str,
+        exclude: &[&str],
+        publish: &Publish,
+    ) -> DeliveryReport {
         let excluded = Excluded::new(exclude);
-        let publish = self.publish(message, Some(room));
         let mut report = DeliveryReport::new(&publish.frame, Some(0));
         let mut failed = Vec::new();
         {
@@ -140,7 +237,7 @@ impl Hub {
                         continue;
                     }
                     if let Some(player) = registry.players.get(member) {
-                        self.deliver_to_player(member, player, &publish, &mut report, &mut failed);
+                        self.deliver_to_player(member, player, publish, &mut report, &mut failed);
                     }
                 }
             }
@@ -152,21 +249,46 @@ impl Hub {
     /// Sends `message` to every connection of every player, except the players in
     /// `exclude`; a player the hub knows that has no live connection (in its grace or
     /// state TTL) gets it in its pending queue.
+    ///
+    /// On a hub with a [backplane](super::Backplane) this reaches this node's connections
+    /// only; [`Hub::publish`] reaches the cluster's.
     pub fn broadcast_global(&self, message: &Message, exclude: &[&str]) -> DeliveryReport {
+        self.warn_if_clustered();
+        let publish = self.prepare(message, None);
+        self.global_delivery(exclude, &publish)
+    }
+
+    /// Delivers `publish` to every player but `exclude`.
+    pub(super) fn global_delivery(&self, exclude: &[&str], publish: &Publish) -> DeliveryReport {
         let excluded = Excluded::new(exclude);
-        let publish = self.publish(message, None);
         let mut report = DeliveryReport::new(&publish.frame, Some(0));
         let mut failed = Vec::new();
         {
             let registry = self.read();
             for (player_id, player) in &registry.players {
                 if !excluded.contains(player_id) {
-                    self.deliver_to_player(player_id, player, &publish, &mut report, &mut failed);
+                    self.deliver_to_player(player_id, player, publish, &mut report, &mut failed);
                 }
             }
         }
         self.finish(&report, failed);
         report
+    }
+
+    /// Says once per hub that a synchronous publish on a clustered hub stays on this node.
+    fn warn_if_clustered(&self) {
+        if self.backplane().is_some()
+            && !self
+                .inner
+                .warned_local_publish
+                .swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "a synchronous publish (send_to_player, broadcast_to_room, broadcast_global) on \
+                 a hub with a backplane reaches this node's connections only: use Hub::publish \
+                 to reach the cluster (said once)"
+            );
+        }
     }
 
     pub(super) fn encode(&self, message: &Message, room: Option<&str>) -> Frame {
@@ -179,17 +301,8 @@ impl Hub {
         format!("{}-{sequence}", self.inner.epoch).into()
     }
 
-    fn publish(&self, message: &Message, room: Option<&str>) -> Publish {
-        self.inner.figures.published();
-        let frame = self.encode(message, room);
-        let meta = Meta::new(
-            &self.inner.settings.delivery,
-            Instant::now(),
-            message.ttl(),
-            message.priority(),
-            message.wants_ack(),
-        );
-        Publish { frame, meta }
+    fn prepare(&self, message: &Message, room: Option<&str>) -> Publish {
+        Publish::new(self, self.encode(message, room), message)
     }
 
     fn deliver_to_player(
@@ -319,9 +432,24 @@ impl Hub {
 }
 
 /// One publish: its frame, and what the mailboxes keep of it.
-struct Publish {
+pub(super) struct Publish {
     frame: Frame,
     meta: Meta,
+}
+
+impl Publish {
+    /// The publish of `message` as `frame`, now: counted in the hub's figures.
+    pub(super) fn new(hub: &Hub, frame: Frame, message: &Message) -> Self {
+        hub.inner.figures.published();
+        let meta = Meta::new(
+            &hub.inner.settings.delivery,
+            Instant::now(),
+            message.ttl(),
+            message.priority(),
+            message.wants_ack(),
+        );
+        Self { frame, meta }
+    }
 }
 
 /// The players a broadcast skips: a slice scan for a few, a set for many.

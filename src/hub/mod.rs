@@ -40,6 +40,7 @@
 //! ```
 
 mod admission;
+mod backplane;
 mod deadlines;
 mod delivery;
 mod events;
@@ -65,7 +66,10 @@ use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
 
 pub use admission::HubAdmission;
-pub use delivery::DeliveryReport;
+pub use backplane::{
+    Audience, Backplane, BackplaneError, BackplaneState, BackplaneStatus, BoxFuture, LogSink,
+};
+pub use delivery::{DeliveryReport, NodeDelivery};
 pub use events::{HubEvent, Presence};
 pub use figures::{
     percentage, Census, EstablishmentFigures, HealthCount, HealthTrends, Performance,
@@ -106,6 +110,8 @@ pub struct HubSettings {
     pub(super) inbound: InboundSettings,
     pub(super) observer: Option<Arc<dyn Observer>>,
     pub(super) message_handler: Option<MessageHandler>,
+    pub(super) backplane: Option<Arc<dyn Backplane>>,
+    pub(super) report_wait: Duration,
 }
 
 impl Default for HubSettings {
@@ -122,6 +128,8 @@ impl Default for HubSettings {
             inbound: InboundSettings::default(),
             observer: None,
             message_handler: None,
+            backplane: None,
+            report_wait: Duration::from_millis(250),
         }
     }
 }
@@ -140,6 +148,11 @@ impl fmt::Debug for HubSettings {
             .field("inbound", &self.inbound)
             .field("observer", &self.observer.is_some())
             .field("message_handler", &self.message_handler.is_some())
+            .field(
+                "backplane",
+                &self.backplane.as_ref().map(|backplane| backplane.node_id()),
+            )
+            .field("report_wait", &self.report_wait)
             .finish()
     }
 }
@@ -237,6 +250,30 @@ impl HubSettings {
         self
     }
 
+    /// Shares this hub's publishes and room memberships with the other nodes of a cluster
+    /// through `backplane` (SPEC §10), such as a
+    /// [`RedisBackplane`](crate::RedisBackplane): [`Hub::publish`] and
+    /// [`Hub::set_room_member`] then act on every node. Build the hub inside a tokio
+    /// runtime: the backplane starts its tasks then. Default: none (this hub is the whole
+    /// system).
+    ///
+    /// Not shared yet: pending queues (off on a hub with a backplane, whatever
+    /// [`DeliverySettings::pending_count`] says), replay buffers (each node keeps its own,
+    /// so a client resuming on another node gets `complete: false`), sessions, presence
+    /// and the per-player connection limit (each node's own).
+    pub fn backplane(mut self, backplane: impl Backplane) -> Self {
+        self.backplane = Some(Arc::new(backplane));
+        self
+    }
+
+    /// How long a [`Hub::publish`] on a hub with a backplane waits for the other nodes'
+    /// counts (and for this node to apply the publish) before it answers with what came.
+    /// Default: 250 ms. Maximum: 10 s.
+    pub fn report_wait(mut self, wait: Duration) -> Self {
+        self.report_wait = wait.min(Duration::from_secs(10));
+        self
+    }
+
     /// Builds the hub.
     pub fn build(self) -> Hub {
         Hub::with_settings(self)
@@ -275,6 +312,12 @@ struct Inner {
     observer: OnceLock<Arc<dyn Observer>>,
     /// Set once: by the settings, or by [`Hub::set_message_handler`].
     message_handler: OnceLock<MessageHandler>,
+    /// The number of this node's next entry in the cluster's log.
+    next_request: AtomicU64,
+    /// This node's entries waiting to come back from the log.
+    waiting: backplane::Waiting,
+    /// Whether the warning about a synchronous publish on a clustered hub was given.
+    warned_local_publish: AtomicBool,
 }
 
 impl Drop for Inner {
@@ -312,7 +355,15 @@ impl Hub {
 
     /// A hub with `settings`.
     #[must_use]
-    pub fn with_settings(settings: HubSettings) -> Self {
+    pub fn with_settings(mut settings: HubSettings) -> Self {
+        if settings.backplane.is_some() && settings.delivery.pending_count > 0 {
+            // Each node would queue for a player connected to another node, and deliver
+            // it again on the player's next connect there: off until queues are shared.
+            settings.delivery.pending_count = 0;
+            tracing::info!(
+                "pending queues are not shared across nodes yet: off on a hub with a backplane"
+            );
+        }
         let (events, _) = broadcast::channel(settings.event_capacity);
         let observer = settings.observer.clone();
         let message_handler = settings.message_handler.clone();
@@ -336,8 +387,12 @@ impl Hub {
                 resends: std::sync::Mutex::default(),
                 observer: OnceLock::new(),
                 message_handler: OnceLock::new(),
+                next_request: AtomicU64::new(1),
+                waiting: backplane::Waiting::default(),
+                warned_local_publish: AtomicBool::new(false),
             }),
         };
+        hub.start_backplane();
         if let Some(observer) = observer {
             hub.set_observer(observer);
         }
@@ -405,7 +460,11 @@ impl Hub {
     /// Refuses new connections, ends every live one with `server_shutdown`, and resolves
     /// once every [`ConnectionGuard`] has been dropped (bound it with a timeout).
     pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.inner.shutting_down.store(true, Ordering::Release);
+        if !self.inner.shutting_down.swap(true, Ordering::AcqRel) {
+            if let Some(backplane) = self.backplane() {
+                backplane.leave();
+            }
+        }
         {
             let registry = self.read();
             for connection in registry.players.values().flat_map(|p| &p.connections) {

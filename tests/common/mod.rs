@@ -5,6 +5,8 @@
 //! arrive, so a bug shows up as a failure rather than a hang.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 

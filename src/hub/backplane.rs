@@ -1,0 +1,565 @@
+//! The seam between the hub and a cluster (SPEC §10): a [`Backplane`] carries one ordered
+//! log of publishes and room changes to every node, and each node applies it to its own
+//! connections in the log's order, so every node sends the same envelope (one id, the
+//! log's, and the same bytes) in the same order.
+//!
+//! Without a backplane (the default) the hub is the whole system and nothing here runs. With
+//! one, [`Hub::publish`] and [`Hub::set_room_member`] append to the log and wait until this
+//! node has applied the entry (and, for a publish, for the other nodes' counts within
+//! [`HubSettings::report_wait`](super::HubSettings::report_wait)); the synchronous
+//! [`Hub::send_to_player`] and its kin stay local to this node.
+//!
+//! The entries are JSON with short keys, written and read only here, so that every
+//! backplane carries opaque bytes: `{"o":origin node,"r":request,"k":kind,...}`.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::delivery::{NodeDelivery, Publish};
+use super::{DeliveryReport, Hub, Inner};
+use crate::message::{unix_millis, Frame, Message};
+
+/// A boxed, sendable future: what a [`Backplane`] returns for an append.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// How several nodes share one log (SPEC §10): the hub appends entries and the backplane
+/// brings every entry, its own included, to every node's [`LogSink`] in one order.
+///
+/// [`RedisBackplane`](crate::RedisBackplane) (cargo feature `redis`) is the one this crate
+/// ships. An implementation must:
+/// - give each appended entry an id unique in the cluster, the same on every node, and
+///   growing in the log's order (it becomes the envelope id clients resume from);
+/// - hand every entry to [`LogSink::apply`] exactly once per node, in the log's order,
+///   entries appended by this node included (its own connections get them that way);
+/// - fail an append it cannot make durable in the log, rather than accept and lose it.
+pub trait Backplane: Send + Sync + 'static {
+    /// This node's id, unique in the cluster.
+    fn node_id(&self) -> &str;
+
+    /// Starts bringing the log to `sink`, from the log's current end. Called once, when a
+    /// hub is built with this backplane.
+    fn start(&self, sink: LogSink);
+
+    /// Appends `entry` to the log; resolves with the id the log gave it, or an error when the
+    /// log could not take it (the caller answers `503`).
+    fn append(&self, entry: Vec<u8>) -> BoxFuture<Result<Arc<str>, BackplaneError>>;
+
+    /// Sends `answer` (what this node's connections got of an entry appended by `origin`)
+    /// to node `origin`, whose [`LogSink::answered`] takes it. Best effort: an answer that
+    /// cannot be sent is reported by its absence.
+    fn answer(&self, origin: &str, answer: Vec<u8>);
+
+    /// The other nodes seen alive lately, whose answers a publish waits for.
+    fn peers(&self) -> Vec<Arc<str>>;
+
+    /// Whether the backplane can append now, for `/healthz`.
+    fn status(&self) -> BackplaneStatus;
+
+    /// Leaves the cluster (the hub is shutting down): other nodes stop waiting for this
+    /// one's answers. Default: nothing.
+    fn leave(&self) {}
+}
+
+/// A backplane that could not do what was asked.
+#[derive(Debug, Clone)]
+pub struct BackplaneError {
+    message: String,
+}
+
+impl BackplaneError {
+    /// An error saying `message` (no secret in it: it reaches logs and error bodies).
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for BackplaneError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BackplaneError {}
+
+/// Whether a backplane can carry publishes now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BackplaneState {
+    /// Not connected yet, since the start.
+    Connecting,
+    /// Connected: publishes reach the cluster.
+    Up,
+    /// Lost: publishes are refused with `503` until it is back; local connections go on.
+    Down,
+}
+
+impl BackplaneState {
+    /// The stable label: `connecting`, `up` or `down`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Up => "up",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// A backplane's state, as `/healthz` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct BackplaneStatus {
+    /// This node's id.
+    #[schema(value_type = String)]
+    pub node: Arc<str>,
+    /// Whether publishes reach the cluster now.
+    pub state: BackplaneState,
+    /// Other nodes seen alive lately.
+    pub peers: usize,
+}
+
+/// Who a [`Hub::publish`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience<'a> {
+    /// Every connection of one player.
+    Player(&'a str),
+    /// Every member of a room, except the players in `exclude`.
+    Room {
+        /// The room.
+        room: &'a str,
+        /// Players skipped.
+        exclude: &'a [&'a str],
+    },
+    /// Every player, except the players in `exclude`.
+    Everyone {
+        /// Players skipped.
+        exclude: &'a [&'a str],
+    },
+}
+
+/// Where a backplane hands the log to its hub. Holds the hub weakly: once the hub is gone,
+/// [`apply`](Self::apply) returns false and the backplane stops.
+#[derive(Clone)]
+pub struct LogSink {
+    hub: Weak<Inner>,
+}
+
+impl fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogSink")
+            .field("hub_alive", &(self.hub.strong_count() > 0))
+            .finish()
+    }
+}
+
+impl LogSink {
+    /// Applies the log's entry `id` to this node's connections. False once the hub is gone.
+    pub fn apply(&self, id: &str, entry: &[u8]) -> bool {
+        let Some(inner) = self.hub.upgrade() else {
+            return false;
+        };
+        Hub { inner }.apply_entry(id, entry);
+        true
+    }
+
+    /// Takes another node's answer to an entry this node appended. False once the hub is gone.
+    pub fn answered(&self, answer: &[u8]) -> bool {
+        let Some(inner) = self.hub.upgrade() else {
+            return false;
+        };
+        Hub { inner }.take_answer(answer);
+        true
+    }
+
+    /// Whether the hub still exists.
+    #[must_use]
+    pub fn is_alive(&self) -> bool {
+        self.hub.strong_count() > 0
+    }
+}
+
+/// The publishes and membership changes of this node waiting for their entries to come back
+/// from the log, by request number.
+#[derive(Default)]
+pub(super) struct Waiting {
+    waiters: Mutex<HashMap<u64, mpsc::UnboundedSender<Answer>>>,
+}
+
+impl Waiting {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::UnboundedSender<Answer>>> {
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn send(&self, request: u64, answer: Answer) {
+        if let Some(waiter) = self.lock().get(&request) {
+            let _ = waiter.send(answer);
+        }
+    }
+}
+
+/// Removes its waiter when the publish is over (or its future dropped).
+struct WaiterGuard<'a> {
+    waiting: &'a Waiting,
+    request: u64,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.waiting.lock().remove(&self.request);
+    }
+}
+
+/// What came back for a waiting request.
+enum Answer {
+    /// This node applied the entry.
+    Local(Applied),
+    /// Another node's counts.
+    Remote(NodeDelivery),
+}
+
+/// What applying one entry did here.
+enum Applied {
+    Delivery(DeliveryReport),
+    Membership(bool),
+}
+
+/// A log entry. Short keys: every entry crosses the network once per node.
+#[derive(Serialize, Deserialize)]
+struct Entry<'a> {
+    /// The node that appended it.
+    #[serde(borrow)]
+    o: Cow<'a, str>,
+    /// The origin's request number.
+    r: u64,
+    /// `p` player, `r` room, `g` everyone, `j` join, `l` leave.
+    k: Cow<'a, str>,
+    /// The player (`p`, `j`, `l`) or the room (`r`).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    t: Option<Cow<'a, str>>,
+    /// The room of a join or leave.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    room: Option<Cow<'a, str>>,
+    /// Players a broadcast skips.
+    #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
+    x: Vec<Cow<'a, str>>,
+    /// The message of a publish.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    m: Option<WireMessage<'a>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireMessage<'a> {
+    #[serde(borrow, rename = "type")]
+    message_type: Cow<'a, str>,
+    v: u32,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ttl_ms: Option<u64>,
+    #[serde(default)]
+    ack: bool,
+    /// The envelope's `ts`, set by the origin so that every node makes the same bytes.
+    ts: u64,
+}
+
+impl<'a> WireMessage<'a> {
+    fn of(message: &'a Message) -> Self {
+        Self {
+            message_type: Cow::Borrowed(message.message_type()),
+            v: message.version(),
+            data: message.data(),
+            priority: message.priority(),
+            ttl_ms: message
+                .ttl()
+                .map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+            ack: message.wants_ack(),
+            ts: unix_millis(SystemTime::now()),
+        }
+    }
+
+    fn message(&self) -> Message {
+        let mut message = Message::raw(&*self.message_type, self.data.to_owned())
+            .with_version(self.v)
+            .with_priority(self.priority)
+            .with_ack(self.ack);
+        if let Some(ttl) = self.ttl_ms {
+            message = message.with_ttl(Duration::from_millis(ttl));
+        }
+        message
+    }
+}
+
+/// Another node's answer. Short keys, as the entries.
+#[derive(Serialize, Deserialize)]
+struct WireAnswer<'a> {
+    r: u64,
+    #[serde(borrow)]
+    n: Cow<'a, str>,
+    d: usize,
+    w: usize,
+    s: usize,
+    f: usize,
+    q: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    p: Option<usize>,
+}
+
+impl Hub {
+    /// The backplane this hub shares its log through, if any.
+    pub(super) fn backplane(&self) -> Option<&Arc<dyn Backplane>> {
+        self.inner.settings.backplane.as_ref()
+    }
+
+    /// Starts the backplane, if the settings gave one.
+    pub(super) fn start_backplane(&self) {
+        if let Some(backplane) = self.backplane() {
+            backplane.start(LogSink {
+                hub: Arc::downgrade(&self.inner),
+            });
+        }
+    }
+
+    /// The backplane's state, when the hub has one.
+    #[must_use]
+    pub fn backplane_status(&self) -> Option<BackplaneStatus> {
+        self.backplane().map(|backplane| backplane.status())
+    }
+
+    /// Publishes `message` to `audience` on every node of the cluster, or on this hub alone
+    /// when it has no [`backplane`](super::HubSettings::backplane).
+    ///
+    /// With a backplane, the message goes into the cluster's log first; an error means the
+    /// log did not take it (no node delivered it: retry, or answer `503`). The report counts
+    /// this node's connections exactly and the other nodes' as they answered within
+    /// [`report_wait`](super::HubSettings::report_wait): `nodes` lists each node that did,
+    /// `unanswered` the live nodes that did not (their connections may have got it; they
+    /// are not counted). The envelope id is the log's, the same on every node.
+    ///
+    /// ```
+    /// use dualcast::{Audience, Hub, Message};
+    /// use serde_json::json;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let hub = Hub::new();
+    /// let message = Message::json("chat", json!({"text": "hi"}));
+    /// let report = hub.publish(Audience::Room { room: "lobby", exclude: &[] }, &message).await.unwrap();
+    /// assert_eq!(report.delivered, 0);
+    /// # });
+    /// ```
+    pub async fn publish(
+        &self,
+        audience: Audience<'_>,
+        message: &Message,
+    ) -> Result<DeliveryReport, BackplaneError> {
+        let Some(backplane) = self.backplane().cloned() else {
+            return Ok(match audience {
+                Audience::Player(player_id) => self.send_to_player(player_id, message),
+                Audience::Room { room, exclude } => self.broadcast_to_room(room, message, exclude),
+                Audience::Everyone { exclude } => self.broadcast_global(message, exclude),
+            });
+        };
+        let (kind, target, exclude) = match audience {
+            Audience::Player(player_id) => ("p", Some(player_id), &[][..]),
+            Audience::Room { room, exclude } => ("r", Some(room), exclude),
+            Audience::Everyone { exclude } => ("g", None, exclude),
+        };
+        let peers = backplane.peers();
+        let entry = Entry {
+            o: Cow::Borrowed(backplane.node_id()),
+            r: 0,
+            k: Cow::Borrowed(kind),
+            t: target.map(Cow::Borrowed),
+            room: None,
+            x: exclude.iter().map(|p| Cow::Borrowed(*p)).collect(),
+            m: Some(WireMessage::of(message)),
+        };
+        let (id, mut answers, _guard) = self.append(&*backplane, entry).await?;
+        let deadline = Instant::now() + self.inner.settings.report_wait;
+        let mut local = None;
+        let mut nodes = Vec::new();
+        while local.is_none() || nodes.len() < peers.len() {
+            match tokio::time::timeout_at(deadline, answers.recv()).await {
+                Ok(Some(Answer::Local(Applied::Delivery(report)))) => local = Some(report),
+                Ok(Some(Answer::Remote(node))) => {
+                    if !nodes.iter().any(|n: &NodeDelivery| n.node == node.node) {
+                        nodes.push(node);
+                    }
+                }
+                Ok(Some(Answer::Local(Applied::Membership(_)))) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let node_id: Arc<str> = Arc::from(backplane.node_id());
+        let mut report = match local {
+            Some(report) => {
+                nodes.insert(0, NodeDelivery::of(node_id, &report));
+                report
+            }
+            None => {
+                // Not applied here within the wait (the log is slow to come back): this
+                // node's connections get it when it does, but nothing is counted for them.
+                let players = (kind != "p").then_some(0);
+                let mut report = DeliveryReport::unapplied(id.clone(), players);
+                report.unanswered = Some(vec![node_id]);
+                report
+            }
+        };
+        report.add_nodes(nodes, &peers);
+        Ok(report)
+    }
+
+    /// Adds `player_id` to `room` (`member: true`) or removes it, on every node of the
+    /// cluster (or on this hub alone without a backplane); returns whether that changed
+    /// the membership, as this node saw it.
+    pub async fn set_room_member(
+        &self,
+        player_id: &str,
+        room: &str,
+        member: bool,
+    ) -> Result<bool, BackplaneError> {
+        let Some(backplane) = self.backplane().cloned() else {
+            return Ok(if member {
+                self.join_room(player_id, room)
+            } else {
+                self.leave_room(player_id, room)
+            });
+        };
+        let entry = Entry {
+            o: Cow::Borrowed(backplane.node_id()),
+            r: 0,
+            k: Cow::Borrowed(if member { "j" } else { "l" }),
+            t: Some(Cow::Borrowed(player_id)),
+            room: Some(Cow::Borrowed(room)),
+            x: Vec::new(),
+            m: None,
+        };
+        let (_, mut answers, _guard) = self.append(&*backplane, entry).await?;
+        let wait = self.inner.settings.report_wait.max(Duration::from_secs(5));
+        loop {
+            match tokio::time::timeout(wait, answers.recv()).await {
+                Ok(Some(Answer::Local(Applied::Membership(changed)))) => return Ok(changed),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    return Err(BackplaneError::new(
+                        "the membership change is in the cluster's log, but this node has not \
+                         applied it yet",
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Appends `entry` (its request number set here) with a waiter for what comes back.
+    async fn append(
+        &self,
+        backplane: &dyn Backplane,
+        mut entry: Entry<'_>,
+    ) -> Result<(Arc<str>, mpsc::UnboundedReceiver<Answer>, WaiterGuard<'_>), BackplaneError> {
+        let request = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
+        entry.r = request;
+        let bytes = serde_json::to_vec(&entry)
+            .map_err(|_| BackplaneError::new("the entry could not be encoded"))?;
+        let (sender, answers) = mpsc::unbounded_channel();
+        self.inner.waiting.lock().insert(request, sender);
+        let guard = WaiterGuard {
+            waiting: &self.inner.waiting,
+            request,
+        };
+        let id = backplane.append(bytes).await?;
+        Ok((id, answers, guard))
+    }
+
+    /// Applies the log's entry `id` here; answers its origin.
+    fn apply_entry(&self, id: &str, bytes: &[u8]) {
+        let entry: Entry<'_> = match serde_json::from_slice(bytes) {
+            Ok(entry) => entry,
+            Err(error) => {
+                tracing::warn!(id, %error, "a cluster log entry this node does not understand: skipped");
+                return;
+            }
+        };
+        let target = entry.t.as_deref().unwrap_or_default();
+        let applied = match (&*entry.k, &entry.m, entry.room.as_deref()) {
+            ("j", _, Some(room)) => Applied::Membership(self.join_room(target, room)),
+            ("l", _, Some(room)) => Applied::Membership(self.leave_room(target, room)),
+            (kind @ ("p" | "r" | "g"), Some(wire), _) => {
+                let message = wire.message();
+                let room = (kind == "r").then_some(target);
+                let publish = Publish::new(
+                    self,
+                    Frame::encode_at(Arc::from(id), &message, room, wire.ts),
+                    &message,
+                );
+                let exclude: Vec<&str> = entry.x.iter().map(|p| &**p).collect();
+                Applied::Delivery(match kind {
+                    "p" => self.player_delivery(target, &publish),
+                    "r" => self.room_delivery(target, &exclude, &publish),
+                    _ => self.global_delivery(&exclude, &publish),
+                })
+            }
+            _ => {
+                tracing::warn!(
+                    id,
+                    kind = &*entry.k,
+                    "a cluster log entry of an unknown kind: skipped"
+                );
+                return;
+            }
+        };
+        let Some(backplane) = self.backplane() else {
+            return;
+        };
+        if entry.o == backplane.node_id() {
+            self.inner.waiting.send(entry.r, Answer::Local(applied));
+        } else if let Applied::Delivery(report) = applied {
+            let answer = WireAnswer {
+                r: entry.r,
+                n: Cow::Borrowed(backplane.node_id()),
+                d: report.delivered,
+                w: report.websocket,
+                s: report.sse,
+                f: report.failed,
+                q: report.queued,
+                p: report.players,
+            };
+            if let Ok(bytes) = serde_json::to_vec(&answer) {
+                backplane.answer(&entry.o, bytes);
+            }
+        }
+    }
+
+    /// Takes another node's answer to one of this node's entries.
+    fn take_answer(&self, bytes: &[u8]) {
+        let Ok(answer) = serde_json::from_slice::<WireAnswer<'_>>(bytes) else {
+            tracing::debug!("an answer from another node this node does not understand: skipped");
+            return;
+        };
+        self.inner.waiting.send(
+            answer.r,
+            Answer::Remote(NodeDelivery {
+                node: Arc::from(&*answer.n),
+                delivered: answer.d,
+                websocket: answer.w,
+                sse: answer.s,
+                failed: answer.f,
+                queued: answer.q,
+                players: answer.p,
+            }),
+        );
+    }
+}

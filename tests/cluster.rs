@@ -1,0 +1,274 @@
+//! Several nodes behind one real Redis (SPEC §10): each test starts its own `redis-server`
+//! on a free loopback port (with `appendonly yes`, so a restart keeps the log) and three
+//! nodes, real servers on `127.0.0.1:0`, each with its own hub and `RedisBackplane`.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::redis_server::{RedisServer, REDIS_WAIT};
+use common::*;
+use dualcast::{BackplaneState, Hub, RedisBackplane, RedisSettings};
+use http::StatusCode;
+use serde_json::{json, Value};
+
+/// A node of the cluster behind `redis`.
+async fn node(redis: &RedisServer, id: &str) -> TestServer {
+    let backplane = RedisBackplane::connect(
+        RedisSettings::new(redis.url())
+            .node_id(id)
+            .heartbeat(Duration::from_millis(100))
+            .node_timeout(Duration::from_millis(1000))
+            .command_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
+    let hub = Hub::builder()
+        .backplane(backplane)
+        .report_wait(Duration::from_secs(2))
+        .build();
+    TestServer::start_with(hub, |app| app).await
+}
+
+/// Three nodes, each seeing the other two.
+async fn cluster(redis: &RedisServer) -> [TestServer; 3] {
+    let nodes = [
+        node(redis, "a").await,
+        node(redis, "b").await,
+        node(redis, "c").await,
+    ];
+    for node in &nodes {
+        poll_until("every node sees the other two", || {
+            let status = node.hub.backplane_status()?;
+            (status.state == BackplaneState::Up && status.peers == 2).then_some(())
+        })
+        .await;
+    }
+    nodes
+}
+
+async fn publish(node: &TestServer, path: &str, body: Value) -> (StatusCode, Value) {
+    node.post(path, &service_token(), body).await
+}
+
+fn node_names(report: &Value) -> Vec<String> {
+    let mut names: Vec<String> = report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_publish_on_one_node_reaches_the_players_connections_on_the_others_once_with_one_id() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = cluster(&redis).await;
+    let token = player_token("alice");
+    let mut ws = b.ws("/api/ws/alice", &token).await;
+    let mut sse = c.sse("/sse/alice", &token).await;
+
+    let (status, report) = publish(
+        &a,
+        "/api/players/alice/messages",
+        json!({"type": "chat", "data": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        (&report["delivered"], &report["websocket"], &report["sse"]),
+        (&json!(2), &json!(1), &json!(1)),
+        "{report}"
+    );
+    assert_eq!(node_names(&report), ["a", "b", "c"], "{report}");
+    assert_eq!(report["unanswered"], json!([]), "{report}");
+    let id = report["id"].as_str().unwrap();
+
+    let on_ws = ws.next_json().await;
+    let on_sse = sse.next_json().await;
+    assert_eq!(
+        (on_ws["id"].as_str(), on_sse["id"].as_str()),
+        (Some(id), Some(id))
+    );
+    assert_eq!(
+        on_ws, on_sse,
+        "the same envelope, byte for byte the same fields"
+    );
+    assert_eq!(on_ws["data"], json!({"n": 1}));
+
+    // Once each: the next thing either gets is the next publish.
+    let (_, second) = publish(
+        &c,
+        "/api/players/alice/messages",
+        json!({"type": "chat", "data": {"n": 2}}),
+    )
+    .await;
+    assert_eq!(ws.next_json().await["id"], second["id"]);
+    assert_eq!(sse.next_json().await["id"], second["id"]);
+    assert_ne!(second["id"], report["id"]);
+}
+
+#[tokio::test]
+async fn room_membership_and_room_and_global_broadcasts_are_cluster_wide() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = cluster(&redis).await;
+    let mut bob = b.ws("/api/ws/bob", &player_token("bob")).await;
+    let mut carol = c.sse("/sse/carol", &player_token("carol")).await;
+    let mut dave = a.ws("/api/ws/dave", &player_token("dave")).await;
+    let mut eve = b.ws("/api/ws/eve", &player_token("eve")).await;
+    for player in ["bob", "carol", "dave"] {
+        // Every membership is made on node A, whatever node holds the player.
+        let path = format!("/api/rooms/lobby/members/{player}");
+        let response = a.request("PUT", &path, Some(&service_token()), None).await;
+        assert_eq!(response.0, StatusCode::OK, "{:?}", response.1);
+        assert_eq!(response.1["changed"], true);
+    }
+    for node in [&a, &b, &c] {
+        assert!(node.hub.is_member("lobby", "carol"), "every node knows");
+    }
+
+    let (status, report) = publish(
+        &c,
+        "/api/rooms/lobby/messages",
+        json!({"type": "news", "data": "room", "exclude": ["dave"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        (&report["delivered"], &report["players"]),
+        (&json!(2), &json!(2)),
+        "{report}"
+    );
+    let id = report["id"].clone();
+    let on_bob = bob.next_json().await;
+    assert_eq!((&on_bob["id"], &on_bob["room"]), (&id, &json!("lobby")));
+    assert_eq!(carol.next_json().await["id"], id);
+
+    let (_, everyone) = publish(&b, "/api/broadcast", json!({"type": "all", "data": 1})).await;
+    assert_eq!(everyone["delivered"], 4, "{everyone}");
+    for next in [
+        bob.next_json().await,
+        carol.next_json().await,
+        dave.next_json().await,
+        eve.next_json().await,
+    ] {
+        assert_eq!(
+            next["id"], everyone["id"],
+            "dave skipped the room message, eve was no member"
+        );
+    }
+}
+
+/// Publishes `n` to alice through `node`: the envelope id if the cluster took it.
+async fn try_publish(node: &TestServer, n: usize) -> Result<String, Value> {
+    let (status, body) = publish(
+        node,
+        "/api/players/alice/messages",
+        json!({"type": "n", "data": n}),
+    )
+    .await;
+    match status {
+        StatusCode::OK => Ok(body["id"].as_str().unwrap().to_owned()),
+        StatusCode::SERVICE_UNAVAILABLE => Err(body),
+        other => panic!("a publish is taken or refused with 503, not {other}: {body}"),
+    }
+}
+
+#[tokio::test]
+async fn with_redis_gone_publishes_get_503_nothing_accepted_is_lost_and_delivery_resumes() {
+    let mut redis = RedisServer::start().await;
+    let [a, b, _c] = cluster(&redis).await;
+    let mut ws = b.ws("/api/ws/alice", &player_token("alice")).await;
+
+    // Publishes race with the kill: each is either taken (and must arrive) or refused.
+    let (twenty_taken, then_kill) = tokio::sync::oneshot::channel();
+    let publishing = async {
+        let mut twenty_taken = Some(twenty_taken);
+        let mut taken = Vec::new();
+        let mut refused = 0;
+        for n in 0..10_000 {
+            match try_publish(&a, n).await {
+                Ok(id) => taken.push(id),
+                Err(_) => refused += 1,
+            }
+            if taken.len() == 20 {
+                if let Some(signal) = twenty_taken.take() {
+                    let _ = signal.send(());
+                }
+            }
+            if refused >= 3 {
+                break;
+            }
+        }
+        (taken, refused)
+    };
+    let (taken, refused) = tokio::join!(publishing, async {
+        let _ = then_kill.await;
+        redis.kill().await;
+    })
+    .0;
+    assert!(taken.len() >= 20, "publishes were taken before the kill");
+    assert!(refused >= 1, "the outage was seen");
+
+    // Down: refused at once, with the SPEC's body; local connections go on.
+    poll_until_within(REDIS_WAIT, "node A sees Redis down", || {
+        (a.hub.backplane_status()?.state == BackplaneState::Down).then_some(())
+    })
+    .await;
+    let refusal = try_publish(&a, 1000).await.unwrap_err();
+    assert_eq!(refusal["error_type"], "system_error", "{refusal}");
+    assert_eq!(
+        refusal["details"]["error_code"], "BACKPLANE_UNAVAILABLE",
+        "{refusal}"
+    );
+    let (status, health) = a.request("GET", "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["backplane"]["state"], "down", "{health}");
+    ws.send_text(r#"{"type":"ping"}"#).await;
+
+    redis.run().await;
+    for node in [&a, &b] {
+        poll_until_within(REDIS_WAIT, "the node reconnects by itself", || {
+            (node.hub.backplane_status()?.state == BackplaneState::Up).then_some(())
+        })
+        .await;
+    }
+    let after = loop {
+        // The first publish may come before B's reader is back: it is taken either way.
+        if let Ok(id) = try_publish(&a, 2000).await {
+            break id;
+        }
+    };
+
+    // Everything taken arrives, in order, then the publish after the outage; the ping
+    // sent during the outage was answered by node B alone.
+    let mut expected: Vec<String> = taken.clone();
+    expected.push(after.clone());
+    let mut got = Vec::new();
+    let mut pong = false;
+    while got.len() < expected.len() {
+        let next = within_for(REDIS_WAIT, "the taken publishes", ws.next_json()).await;
+        match next["type"].as_str() {
+            Some("pong") => pong = true,
+            _ => got.push(next["id"].as_str().unwrap().to_owned()),
+        }
+    }
+    assert!(pong || ws.next_json().await["type"] == "pong");
+    assert_eq!(got, expected, "every publish that was taken, none refused");
+}
+
+#[tokio::test]
+async fn healthz_shows_the_node_and_its_peers() {
+    let redis = RedisServer::start().await;
+    let [a, _b, _c] = cluster(&redis).await;
+    let (status, health) = a.request("GET", "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        health,
+        json!({"status": "ok", "backplane": {"node": "a", "state": "up", "peers": 2}})
+    );
+}
