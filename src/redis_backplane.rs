@@ -319,8 +319,13 @@ impl Shared {
         self.settings.node_timeout.max(self.settings.heartbeat * 2)
     }
 
-    /// One heartbeat: this node is alive; the live peers.
-    async fn beat(&self, connection: &mut MultiplexedConnection) -> Result<(), RedisError> {
+    /// One heartbeat: this node is alive; the live peers (those no longer among them are
+    /// gone: `sink` forgets their connections).
+    async fn beat(
+        &self,
+        connection: &mut MultiplexedConnection,
+        sink: &LogSink,
+    ) -> Result<(), RedisError> {
         let timeout = self.forward_timeout();
         let live: Vec<String> = self
             .heartbeat
@@ -330,12 +335,18 @@ impl Shared {
             .arg(millis(timeout * 10))
             .invoke_async(connection)
             .await?;
-        let peers = live
+        let peers: Vec<Arc<str>> = live
             .into_iter()
             .filter(|node| *node != *self.node)
             .map(Arc::from)
             .collect();
-        *self.peers.write().unwrap_or_else(PoisonError::into_inner) = peers;
+        let before = std::mem::replace(
+            &mut *self.peers.write().unwrap_or_else(PoisonError::into_inner),
+            peers.clone(),
+        );
+        for gone in before.iter().filter(|node| !peers.contains(node)) {
+            sink.node_gone(gone);
+        }
         Ok(())
     }
 
@@ -347,7 +358,12 @@ impl Shared {
                 match self.open(self.settings.command_timeout).await {
                     Ok(connection) => {
                         backoff.reset();
+                        let was_down = self.state.load(Ordering::Acquire) == DOWN;
                         self.set_connection(Some(connection));
+                        if was_down {
+                            // The others may have forgotten this node meanwhile.
+                            sink.rejoined();
+                        }
                     }
                     Err(error) => {
                         if self.state.load(Ordering::Acquire) == CONNECTING {
@@ -365,7 +381,7 @@ impl Shared {
                 }
                 continue;
             };
-            if let Err(error) = self.beat(&mut connection).await {
+            if let Err(error) = self.beat(&mut connection, &sink).await {
                 self.failed(&error);
                 continue;
             }

@@ -272,3 +272,248 @@ async fn healthz_shows_the_node_and_its_peers() {
         json!({"status": "ok", "backplane": {"node": "a", "state": "up", "peers": 2}})
     );
 }
+
+/// Waits until every node in `nodes` sees `count` live connections of `player`.
+async fn seen_everywhere(nodes: &[&TestServer], player: &str, count: usize) {
+    for node in nodes {
+        poll_until("every node sees the player's connections", || {
+            (node.hub.session_of(player).active_connections == count).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_new_session_on_one_node_ends_the_old_one_on_every_node_and_it_is_refused_everywhere() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = cluster(&redis).await;
+    let token = player_token("alice");
+    let mut on_a = a.ws("/api/ws/alice?session_id=s1", &token).await;
+    let mut on_b = b.sse("/sse/alice?session_id=s1", &token).await;
+    seen_everywhere(&[&a, &b, &c], "alice", 2).await;
+
+    let mut on_c = c.ws("/api/ws/alice?session_id=s2", &token).await;
+    assert_eq!(
+        on_a.next_close().await,
+        (4001, "session_replaced".to_owned())
+    );
+    assert_eq!(
+        on_b.next_named("disconnect").await["reason"],
+        "session_replaced"
+    );
+    seen_everywhere(&[&a, &b, &c], "alice", 1).await;
+    for node in [&a, &b, &c] {
+        assert_eq!(
+            node.hub.session_of("alice").session_id.as_deref(),
+            Some("s2")
+        );
+        let refused = node
+            .try_ws(
+                "/api/ws/alice?session_id=s1",
+                &[("authorization", format!("Bearer {token}"))],
+            )
+            .await
+            .err()
+            .expect("the replaced session is refused");
+        assert_eq!(refused.0, StatusCode::CONFLICT, "{:?}", refused.1);
+    }
+    // The new session's connection lives on.
+    on_c.send_text(r#"{"type":"ping"}"#).await;
+    assert_eq!(on_c.next_json().await["type"], "pong");
+}
+
+#[tokio::test]
+async fn the_per_player_limit_counts_every_node() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = cluster(&redis).await;
+    let token = player_token("alice");
+    let _first = a.ws("/api/ws/alice", &token).await;
+    seen_everywhere(&[&a, &b, &c], "alice", 1).await;
+    let _second = b.sse("/sse/alice", &token).await;
+    seen_everywhere(&[&a, &b, &c], "alice", 2).await;
+    let _third = c.ws("/api/ws/alice", &token).await;
+    seen_everywhere(&[&a, &b, &c], "alice", 3).await;
+    let _fourth = a.sse("/sse/alice", &token).await;
+    seen_everywhere(&[&a, &b, &c], "alice", 4).await;
+
+    let (status, body) = b.request("GET", "/sse/alice", Some(&token), None).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the fifth, on a node holding one: {body}"
+    );
+    assert_eq!(body["error_type"], "rate_limited", "{body}");
+}
+
+#[tokio::test]
+async fn presence_and_the_connection_list_are_the_union_of_the_nodes() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = cluster(&redis).await;
+    let token = player_token("alice");
+    let on_b = b.ws("/api/ws/alice", &token).await;
+    seen_everywhere(&[&a, &b, &c], "alice", 1).await;
+    assert_eq!(a.hub.presence("alice"), dualcast::Presence::Online);
+
+    let (status, answer) = a
+        .request(
+            "GET",
+            "/api/connections/alice",
+            Some(&service_token()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["presence"]["status"], "online", "{answer}");
+    assert_eq!(answer["presence"]["total_connections"], 1, "{answer}");
+    assert_eq!(answer["connections"]["websocket"]["count"], 1, "{answer}");
+    let listed = &answer["cluster"][0];
+    assert_eq!(
+        (&listed["node"], &listed["kind"]),
+        (&json!("b"), &json!("websocket")),
+        "{answer}"
+    );
+    assert!(
+        listed["connection_id"].as_str().unwrap().ends_with("@b"),
+        "{answer}"
+    );
+
+    drop(on_b);
+    seen_everywhere(&[&a, &b, &c], "alice", 0).await;
+    assert_ne!(a.hub.presence("alice"), dualcast::Presence::Online);
+}
+
+#[tokio::test]
+async fn an_sse_client_that_moves_to_another_node_with_last_event_id_gets_exactly_what_it_missed() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = cluster(&redis).await;
+    let token = player_token("alice");
+    let mut on_a = a.sse("/sse/alice", &token).await;
+    seen_everywhere(&[&a, &b, &c], "alice", 1).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let (status, report) = publish(
+            &c,
+            "/api/players/alice/messages",
+            json!({"type": "n", "data": n}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        ids.push(report["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids[..3] {
+        assert_eq!(on_a.next_json().await["id"], id.as_str());
+    }
+    // The client went away after the third, as far as it knows.
+    drop(on_a);
+    seen_everywhere(&[&a, &b, &c], "alice", 0).await;
+
+    let mut on_b = sse_at(
+        b.addr,
+        "/sse/alice",
+        &[
+            ("authorization", format!("Bearer {token}")),
+            ("last-event-id", ids[2].clone()),
+        ],
+    )
+    .await
+    .expect("the stream opens");
+    for id in &ids[3..] {
+        assert_eq!(on_b.next_json().await["id"], id.as_str());
+    }
+    let recovery = on_b.next_named("recovery").await;
+    assert_eq!(
+        recovery["data"],
+        json!({"complete": true, "replayed": 2}),
+        "{recovery}"
+    );
+}
+
+#[tokio::test]
+async fn unnamed_connections_opened_at_once_on_two_nodes_join_one_session_and_end_nothing() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = cluster(&redis).await;
+    let token = player_token("alice");
+    let (mut on_b, mut on_c) =
+        tokio::join!(b.ws("/api/ws/alice", &token), c.sse("/sse/alice", &token));
+    seen_everywhere(&[&a, &b, &c], "alice", 2).await;
+    let (_, report) = publish(&a, "/api/players/alice/messages", json!({"type": "x"})).await;
+    assert_eq!(
+        report["delivered"], 2,
+        "neither took the other over: {report}"
+    );
+    assert_eq!(on_b.next_json().await["id"], report["id"]);
+    assert_eq!(on_c.next_json().await["id"], report["id"]);
+    // Every node has one current session, the same, and a named takeover ends both.
+    let current = a.hub.session_of("alice").session_id;
+    assert!(current.is_some());
+    for node in [&b, &c] {
+        assert_eq!(node.hub.session_of("alice").session_id, current);
+    }
+    let _new = a.ws("/api/ws/alice?session_id=fresh", &token).await;
+    assert_eq!(on_b.next_close().await.1, "session_replaced");
+    assert_eq!(
+        on_c.next_named("disconnect").await["reason"],
+        "session_replaced"
+    );
+}
+
+#[tokio::test]
+async fn a_pending_message_is_delivered_once_by_whichever_node_the_player_comes_back_to() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = cluster(&redis).await;
+    let token = player_token("alice");
+    let first = a.ws("/api/ws/alice", &token).await;
+    seen_everywhere(&[&a, &b, &c], "alice", 1).await;
+    drop(first);
+    seen_everywhere(&[&a, &b, &c], "alice", 0).await;
+
+    let (_, report) = publish(&b, "/api/players/alice/messages", json!({"type": "later"})).await;
+    assert_eq!(report["queued"], true, "{report}");
+    let mut on_c = c.sse("/sse/alice", &token).await;
+    assert_eq!(on_c.next_json().await["id"], report["id"]);
+    seen_everywhere(&[&a, &b, &c], "alice", 1).await;
+    // Back on A too: the queue was C's to deliver, A's copy is gone.
+    let mut on_a = a.ws("/api/ws/alice", &token).await;
+    let (_, next) = publish(&b, "/api/players/alice/messages", json!({"type": "now"})).await;
+    assert_eq!(
+        on_a.next_json().await["id"],
+        next["id"],
+        "not the pending one again"
+    );
+    assert_eq!(on_c.next_json().await["id"], next["id"]);
+}
+
+#[tokio::test]
+async fn an_acknowledgement_on_one_node_settles_the_wait_on_every_node() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = cluster(&redis).await;
+    let mut on_b = b.ws("/api/ws/alice", &player_token("alice")).await;
+    seen_everywhere(&[&a, &b, &c], "alice", 1).await;
+    let mut events_on_a = a.hub.subscribe();
+    let (_, report) = publish(
+        &c,
+        "/api/players/alice/messages",
+        json!({"type": "important", "ack": true}),
+    )
+    .await;
+    let id = report["id"].clone();
+    assert_eq!(on_b.next_json().await["id"], id);
+    on_b.send_text(&json!({"type": "ack", "data": {"id": id}}).to_string())
+        .await;
+    loop {
+        if let dualcast::HubEvent::AckSettled {
+            message_id,
+            outcome,
+            ..
+        } = next_event(&mut events_on_a).await
+        {
+            assert_eq!(*message_id, *id.as_str().unwrap());
+            assert_eq!(
+                outcome,
+                dualcast::AckOutcome::Acked,
+                "node A stops waiting: acked on B"
+            );
+            break;
+        }
+    }
+}

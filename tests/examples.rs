@@ -440,9 +440,13 @@ async fn a_redis_url_that_cannot_be_used_is_a_start_up_error_rather_than_ignored
     .await
     .expect("the exit status");
     assert_eq!(status.code(), Some(2), "a start-up error");
-    while let Ok(line) = server.lines.try_recv() {
-        server.seen.push(line);
-    }
+    // Everything it wrote: the reader task ends at the end of its stdout.
+    within("the rest of its stdout", async {
+        while let Some(line) = server.lines.recv().await {
+            server.seen.push(line);
+        }
+    })
+    .await;
     let said = server.seen.join("\n");
     // Built with the `redis` feature, the URL is used, and nothing answers at port 1;
     // without it, the URL is refused as unsupported. Either way a clear start-up error.
@@ -450,8 +454,7 @@ async fn a_redis_url_that_cannot_be_used_is_a_start_up_error_rather_than_ignored
     // not re-link a fresh example when the features change.)
     let unreachable = said.contains("DUALCAST_REDIS_URL: Redis at 127.0.0.1:1 did not answer");
     let unsupported = said.contains(
-        "DUALCAST_REDIS_URL is set, but this server was built \
-                                      without the `redis` feature",
+        "DUALCAST_REDIS_URL is set, but this server was built without the `redis` feature",
     );
     assert!(unreachable || unsupported, "{said}");
     assert!(!said.contains("listening"), "it never listened: {said}");
@@ -486,7 +489,8 @@ async fn health_until(
 
 #[cfg(feature = "redis")]
 #[tokio::test]
-async fn two_example_servers_on_one_redis_act_as_one_and_a_killed_node_drops_out() {
+async fn two_example_servers_on_one_redis_act_as_one_and_a_killed_nodes_connections_and_presence_expire(
+) {
     let redis = common::redis_server::RedisServer::start().await;
     let url = redis.url();
     let env = |node: &'static str| {
@@ -536,12 +540,41 @@ async fn two_example_servers_on_one_redis_act_as_one_and_a_killed_node_drops_out
     assert_eq!(report["sse"], 1, "{report}");
     assert_eq!(alice.next_json().await["id"], report["id"]);
 
-    // SIGKILL: y says no goodbye; x stops counting it within the node timeout (5 s).
+    let presence_on_x = || async {
+        let (status, _, body) = http_at(
+            x_addr,
+            "GET",
+            "/api/connections/alice",
+            &[("authorization", format!("Bearer {service}"))],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(status, http::StatusCode::OK);
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    };
+    // Announced through the log: x learns of it a moment after y registered it.
+    let seen = within_for(PROCESS_BOUND, "x sees alice's stream on y", async {
+        loop {
+            let seen = presence_on_x().await;
+            if seen["presence"]["status"] == "online" {
+                return seen;
+            }
+            tokio::time::sleep(POLL_STEP).await;
+        }
+    })
+    .await;
+    assert_eq!(seen["cluster"][0]["node"], "y", "{seen}");
+
+    // SIGKILL: y says no goodbye; x stops counting it, and alice's presence with it,
+    // within the node timeout (5 s).
     y.child.kill().await.unwrap();
     health_until(x_addr, PROCESS_BOUND, "x no longer sees y", |health| {
         health["backplane"]["peers"] == 0
     })
     .await;
+    let gone = presence_on_x().await;
+    assert_ne!(gone["presence"]["status"], "online", "{gone}");
+    assert_eq!(gone["presence"]["total_connections"], 0, "{gone}");
     let report = publish().await;
     assert_eq!(report["nodes"][0]["node"], "x", "{report}");
     assert_eq!(report["unanswered"], serde_json::json!([]), "{report}");

@@ -368,6 +368,29 @@ pub(crate) struct PlayerConnections<'a> {
     connections: ConnectionsByKind,
     presence: PresenceView,
     health: PlayerHealth,
+    /// On a node of a cluster: every connection of the player, on whichever node holds
+    /// it, oldest first on each node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<Vec<ClusterConnection>>,
+}
+
+/// One connection of a player in a cluster.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ClusterConnection {
+    /// Its id, with the node that holds it: `c12@node-a`.
+    connection_id: String,
+    /// The node that holds it.
+    node: String,
+    kind: ConnectionKind,
+    /// The session it joined.
+    #[schema(required = true)]
+    session_id: Option<String>,
+    /// When it was established.
+    #[schema(format = DateTime)]
+    established_at: String,
+    /// Its health, which only the node that holds it knows: `null` for another node's.
+    #[schema(required = true)]
+    health: Option<Health>,
 }
 
 /// The player's live connections by transport.
@@ -432,6 +455,13 @@ pub(crate) fn player_connections(
     player_id: &str,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let connections = hub.connections_of(player_id);
+    let remote = hub.remote_connections_of(player_id);
+    let node = hub.cluster_node();
+    // In a cluster, ids are per node: each is said with its node.
+    let qualified = |id: String, at: Option<&str>| match at {
+        Some(node) => format!("{id}@{node}"),
+        None => id,
+    };
     let of_kind = |kind: ConnectionKind| -> Vec<&ConnectionInfo> {
         connections.iter().filter(|c| c.kind == kind).collect()
     };
@@ -439,30 +469,61 @@ pub(crate) fn player_connections(
         of_kind(ConnectionKind::WebSocket),
         of_kind(ConnectionKind::Sse),
     );
-    let by_kind = |list: &[&ConnectionInfo]| KindConnections {
-        count: list.len(),
-        connection_ids: list.iter().map(|c| c.id.to_string()).collect(),
-        last_activity: list.iter().map(|c| c.last_seen).max().map(rfc3339),
+    let by_kind = |list: &[&ConnectionInfo], kind: ConnectionKind| {
+        let elsewhere: Vec<_> = remote.iter().filter(|r| r.kind == kind).collect();
+        KindConnections {
+            count: list.len() + elsewhere.len(),
+            connection_ids: list
+                .iter()
+                .map(|c| qualified(c.id.to_string(), node))
+                .chain(
+                    elsewhere
+                        .iter()
+                        .map(|r| qualified(r.id.to_string(), Some(&r.node))),
+                )
+                .collect(),
+            last_activity: list.iter().map(|c| c.last_seen).max().map(rfc3339),
+        }
     };
+    let cluster = node.map(|node| {
+        let here = connections.iter().map(|c| ClusterConnection {
+            connection_id: qualified(c.id.to_string(), Some(node)),
+            node: node.to_owned(),
+            kind: c.kind,
+            session_id: c.session_id.as_deref().map(str::to_owned),
+            established_at: rfc3339(c.established_at),
+            health: Some(c.health),
+        });
+        let elsewhere = remote.iter().map(|r| ClusterConnection {
+            connection_id: qualified(r.id.to_string(), Some(&r.node)),
+            node: r.node.to_string(),
+            kind: r.kind,
+            session_id: r.session_id.as_deref().map(str::to_owned),
+            established_at: rfc3339(r.established_at),
+            health: None,
+        });
+        here.chain(elsewhere).collect()
+    });
     let all: Vec<&ConnectionInfo> = connections.iter().collect();
     let session = hub.session_of(player_id);
     ok(&PlayerConnections {
         player_id,
         session_id: session.session_id.as_deref(),
         connections: ConnectionsByKind {
-            websocket: by_kind(&websocket),
-            sse: by_kind(&sse),
+            websocket: by_kind(&websocket, ConnectionKind::WebSocket),
+            sse: by_kind(&sse, ConnectionKind::Sse),
         },
         presence: PresenceView {
             status: hub.presence(player_id),
             last_seen: hub.last_seen(player_id).map(rfc3339),
-            total_connections: connections.len(),
+            total_connections: connections.len() + remote.len(),
         },
         health: PlayerHealth {
             overall_health: worst(&all),
             websocket_health: worst(&websocket),
             sse_health: worst(&sse),
         },
+        cluster,
     })
 }
 

@@ -1,6 +1,6 @@
 //! The hub as the per-player connection limit of `TrackLayer` ([`Admit`]): it counts the
-//! player's live connections (not those already ending, such as an old session's) and the
-//! ones admitted but not yet registered.
+//! player's live connections (not those already ending, such as an old session's), those
+//! other nodes of its cluster announced, and the ones admitted but not yet registered.
 
 use std::sync::Arc;
 
@@ -98,6 +98,11 @@ impl Hub {
             .filter(|c| c.end_reason().is_none())
             .filter(|c| taking_over.is_none_or(|new| c.session_id.as_deref() == Some(new)))
             .count()
+            + player
+                .remote
+                .iter()
+                .filter(|r| taking_over.is_none_or(|new| r.session_id.as_deref() == Some(new)))
+                .count()
             + player.admitting;
         if limit != 0 && open >= limit {
             self.mark_idle_if_unused(registry, player_id, now);

@@ -184,6 +184,29 @@ impl LogSink {
         true
     }
 
+    /// Node `node` stopped beating: this node forgets its connections (and their
+    /// players' presence with them). False once the hub is gone.
+    pub fn node_gone(&self, node: &str) -> bool {
+        let Some(inner) = self.hub.upgrade() else {
+            return false;
+        };
+        Hub { inner }.node_gone(node);
+        true
+    }
+
+    /// This node is back in touch with the cluster after an outage (the others may have
+    /// forgotten it): it sends its list of connections, and asks for theirs. False once
+    /// the hub is gone.
+    pub fn rejoined(&self) -> bool {
+        let Some(inner) = self.hub.upgrade() else {
+            return false;
+        };
+        if let Some(announcer) = inner.announcer.as_ref() {
+            announcer.list_due(true);
+        }
+        true
+    }
+
     /// Whether the hub still exists.
     #[must_use]
     pub fn is_alive(&self) -> bool {
@@ -237,31 +260,68 @@ enum Applied {
 }
 
 /// A log entry. Short keys: every entry crosses the network once per node.
-#[derive(Serialize, Deserialize)]
-struct Entry<'a> {
+#[derive(Serialize, Deserialize, Default)]
+pub(super) struct Entry<'a> {
     /// The node that appended it.
     #[serde(borrow)]
-    o: Cow<'a, str>,
-    /// The origin's request number.
-    r: u64,
-    /// `p` player, `r` room, `g` everyone, `j` join, `l` leave.
-    k: Cow<'a, str>,
-    /// The player (`p`, `j`, `l`) or the room (`r`).
+    pub(super) o: Cow<'a, str>,
+    /// The origin's request number (0: nobody waits for it).
+    #[serde(default)]
+    pub(super) r: u64,
+    /// `p` player, `r` room, `g` everyone, `j` join, `l` leave; and what nodes announce
+    /// (see `cluster`): `c+` and `c-` a connection opened and closed, `s` a session
+    /// begun, `o` a logout, `n` every connection of the node.
+    #[serde(borrow)]
+    pub(super) k: Cow<'a, str>,
+    /// The player (`p`, `j`, `l`, `c+`, `c-`, `s`, `o`) or the room (`r`).
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    t: Option<Cow<'a, str>>,
+    pub(super) t: Option<Cow<'a, str>>,
     /// The room of a join or leave.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    room: Option<Cow<'a, str>>,
+    pub(super) room: Option<Cow<'a, str>>,
     /// Players a broadcast skips.
     #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
-    x: Vec<Cow<'a, str>>,
+    pub(super) x: Vec<Cow<'a, str>>,
     /// The message of a publish.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    m: Option<WireMessage<'a>>,
+    pub(super) m: Option<WireMessage<'a>>,
+    /// The connection of `c+` and `c-`.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub(super) c: Option<WireConnection<'a>>,
+    /// The session of `s`.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub(super) s: Option<Cow<'a, str>>,
+    /// `s`: begun through the session API. `n`: the node (re)joins, so every other node
+    /// announces its own connections in turn.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) f: bool,
+    /// `s`: a session minted for an unnamed connection, which joins rather than takes over.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) u: bool,
+    /// Every connection of the node (`n`).
+    #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) n: Vec<WireConnection<'a>>,
+}
+
+/// A connection as nodes announce it.
+#[derive(Serialize, Deserialize, Clone)]
+pub(super) struct WireConnection<'a> {
+    /// Its player.
+    #[serde(borrow)]
+    pub(super) p: Cow<'a, str>,
+    /// Its id on its node.
+    pub(super) i: u64,
+    /// `w` WebSocket, `s` SSE.
+    pub(super) w: bool,
+    /// Its session.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub(super) s: Option<Cow<'a, str>>,
+    /// When it was established, in Unix milliseconds.
+    pub(super) at: u64,
 }
 
 #[derive(Serialize, Deserialize)]
-struct WireMessage<'a> {
+pub(super) struct WireMessage<'a> {
     #[serde(borrow, rename = "type")]
     message_type: Cow<'a, str>,
     v: u32,
@@ -331,6 +391,7 @@ impl Hub {
             backplane.start(LogSink {
                 hub: Arc::downgrade(&self.inner),
             });
+            self.start_announcer();
         }
     }
 
@@ -381,12 +442,11 @@ impl Hub {
         let peers = backplane.peers();
         let entry = Entry {
             o: Cow::Borrowed(backplane.node_id()),
-            r: 0,
             k: Cow::Borrowed(kind),
             t: target.map(Cow::Borrowed),
-            room: None,
             x: exclude.iter().map(|p| Cow::Borrowed(*p)).collect(),
             m: Some(WireMessage::of(message)),
+            ..Entry::default()
         };
         let (id, mut answers, _guard) = self.append(&*backplane, entry).await?;
         let deadline = Instant::now() + self.inner.settings.report_wait;
@@ -441,12 +501,10 @@ impl Hub {
         };
         let entry = Entry {
             o: Cow::Borrowed(backplane.node_id()),
-            r: 0,
             k: Cow::Borrowed(if member { "j" } else { "l" }),
             t: Some(Cow::Borrowed(player_id)),
             room: Some(Cow::Borrowed(room)),
-            x: Vec::new(),
-            m: None,
+            ..Entry::default()
         };
         let (_, mut answers, _guard) = self.append(&*backplane, entry).await?;
         let wait = self.inner.settings.report_wait.max(Duration::from_secs(5));
@@ -513,11 +571,13 @@ impl Hub {
                 })
             }
             _ => {
-                tracing::warn!(
-                    id,
-                    kind = &*entry.k,
-                    "a cluster log entry of an unknown kind: skipped"
-                );
+                if !self.apply_announcement(&entry) {
+                    tracing::warn!(
+                        id,
+                        kind = &*entry.k,
+                        "a cluster log entry of an unknown kind: skipped"
+                    );
+                }
                 return;
             }
         };

@@ -324,10 +324,11 @@ impl Hub {
             self.send_frame(connection, &publish.frame, report, failed);
         }
         let reached = report.delivered - reached_before;
+        // Connections other nodes hold got it there: it is pending only with none anywhere.
         let recorded = mailbox.record(
             &publish.frame,
             &publish.meta,
-            reached,
+            reached + player.remote.len(),
             &self.inner.settings.delivery,
             &self.inner.totals,
         );

@@ -324,10 +324,17 @@ pub(super) enum Resume<'a> {
 }
 
 impl<'a> Resume<'a> {
-    pub(super) fn parse(id: &'a str, epoch: &str) -> Self {
+    /// The resume point `id`, of this hub if it has the form of its ids: the hub's `epoch`
+    /// and a sequence number, or with no epoch (a clustered hub, whose ids are the log's)
+    /// two numbers.
+    pub(super) fn parse(id: &'a str, epoch: Option<&str>) -> Self {
+        let ours = |prefix: &str| match epoch {
+            Some(epoch) => prefix == epoch,
+            None => !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_digit()),
+        };
         match id.split_once('-') {
             Some((prefix, sequence))
-                if prefix == epoch
+                if ours(prefix)
                     && !sequence.is_empty()
                     && sequence.bytes().all(|b| b.is_ascii_digit()) =>
             {
@@ -635,6 +642,14 @@ impl Mailbox {
                 totals,
             );
         }
+    }
+
+    /// Empties the pending queue without delivering it (another node of the cluster did):
+    /// how many it held.
+    pub(super) fn drop_pending(&mut self, totals: &Totals) -> usize {
+        let pending = std::mem::take(&mut self.pending).len();
+        Totals::give(&totals.pending, pending);
+        pending
     }
 
     /// Takes the acknowledgement of envelope `id`: the message stops being resent.

@@ -41,6 +41,7 @@
 
 mod admission;
 mod backplane;
+mod cluster;
 mod deadlines;
 mod delivery;
 mod events;
@@ -318,6 +319,8 @@ struct Inner {
     waiting: backplane::Waiting,
     /// Whether the warning about a synchronous publish on a clustered hub was given.
     warned_local_publish: AtomicBool,
+    /// With a backplane: what this node tells the others, in order.
+    announcer: Option<cluster::Announcer>,
 }
 
 impl Drop for Inner {
@@ -355,16 +358,9 @@ impl Hub {
 
     /// A hub with `settings`.
     #[must_use]
-    pub fn with_settings(mut settings: HubSettings) -> Self {
-        if settings.backplane.is_some() && settings.delivery.pending_count > 0 {
-            // Each node would queue for a player connected to another node, and deliver
-            // it again on the player's next connect there: off until queues are shared.
-            settings.delivery.pending_count = 0;
-            tracing::info!(
-                "pending queues are not shared across nodes yet: off on a hub with a backplane"
-            );
-        }
+    pub fn with_settings(settings: HubSettings) -> Self {
         let (events, _) = broadcast::channel(settings.event_capacity);
+        let has_backplane = settings.backplane.is_some();
         let observer = settings.observer.clone();
         let message_handler = settings.message_handler.clone();
         let hub = Self {
@@ -390,6 +386,7 @@ impl Hub {
                 next_request: AtomicU64::new(1),
                 waiting: backplane::Waiting::default(),
                 warned_local_publish: AtomicBool::new(false),
+                announcer: has_backplane.then(cluster::Announcer::new),
             }),
         };
         hub.start_backplane();

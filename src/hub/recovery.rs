@@ -39,7 +39,9 @@ impl Hub {
             .mailbox
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
-        let resume = resume.map(|id| Resume::parse(id, &self.inner.epoch));
+        // On a clustered hub the ids are the log's: no epoch, every node's the same.
+        let epoch = self.backplane().is_none().then_some(&*self.inner.epoch);
+        let resume = resume.map(|id| Resume::parse(id, epoch));
         let mut catch_up = mailbox.catch_up(
             resume,
             now,
@@ -72,8 +74,18 @@ impl Hub {
     /// message stops being resent. An id the player is not waiting on is ignored (a
     /// duplicate ack, or one for a message that expired): false.
     pub(crate) fn acknowledge(&self, connection: &Connection, id: &str) -> bool {
+        let acknowledged = self.acknowledge_here(&connection.player_id, id);
+        if acknowledged {
+            // The other nodes of a cluster wait for it too.
+            self.announce_ack(&connection.player_id, id);
+        }
+        acknowledged
+    }
+
+    /// Takes the acknowledgement of `player_id`'s message `id` on this node.
+    pub(super) fn acknowledge_here(&self, player_id: &str, id: &str) -> bool {
         let registry = self.read();
-        let Some((key, player)) = registry.players.get_key_value(&*connection.player_id) else {
+        let Some((key, player)) = registry.players.get_key_value(player_id) else {
             return false;
         };
         let settled = player

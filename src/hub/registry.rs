@@ -201,13 +201,36 @@ pub(super) struct Player {
     /// Its replay buffer, pending queue and messages awaiting acknowledgement; locked by
     /// every delivery to it.
     pub(super) mailbox: std::sync::Mutex<super::mailbox::Mailbox>,
+    /// On a hub with a backplane: its live connections on other nodes, as their nodes
+    /// announced them in the cluster's log.
+    pub(super) remote: Vec<RemoteConnection>,
+    /// On a hub with a backplane: session changes made here and not yet back from the log.
+    /// While one is, a session change from another node comes before it in the log, so it
+    /// is superseded (see `backplane`).
+    pub(super) sessions_in_flight: u32,
+    /// When the last of them stops counting as in flight, lost or not.
+    pub(super) sessions_in_flight_until: Option<Instant>,
+    /// Whether the last of them was a session minted for an unnamed connection.
+    pub(super) session_in_flight_minted: bool,
 }
 
 impl Player {
-    /// No connection, none being admitted.
+    /// No connection here or on another node, none being admitted.
     pub(super) fn is_unused(&self) -> bool {
-        self.connections.is_empty() && self.admitting == 0
+        self.connections.is_empty() && self.admitting == 0 && self.remote.is_empty()
     }
+}
+
+/// A connection held by another node of the cluster, as that node announced it.
+#[derive(Debug, Clone)]
+pub(crate) struct RemoteConnection {
+    /// The node that holds it.
+    pub(crate) node: Arc<str>,
+    /// Its id on that node.
+    pub(crate) id: ConnectionId,
+    pub(crate) kind: ConnectionKind,
+    pub(crate) session_id: Option<Arc<str>>,
+    pub(crate) established_at: std::time::SystemTime,
 }
 
 impl Hub {
@@ -269,7 +292,7 @@ impl Hub {
             if let Some(admission) = leases.get_mut::<super::HubAdmission>() {
                 admission.registered(self, entry);
             }
-            let came_online = entry.connections.len() == 1;
+            let came_online = entry.connections.len() == 1 && entry.remote.is_empty();
             registry.connections += 1;
             let mut wake_keeper = false;
             if heartbeats {
@@ -291,6 +314,7 @@ impl Hub {
             if came_online {
                 self.came_online(registry, &player_id);
             }
+            self.announce_opened(&connection);
             (connection, catch_up)
         };
         let (connection, catch_up) = connection;
@@ -380,8 +404,9 @@ impl Hub {
         if player.connections.len() == before {
             return;
         }
-        let went_away = player.connections.is_empty();
+        let went_away = player.connections.is_empty() && player.remote.is_empty();
         registry.connections -= 1;
+        self.announce_closed(connection);
         if connection.has_heartbeats() {
             registry.heartbeats -= 1;
         }

@@ -36,6 +36,25 @@ pub(super) struct CurrentSession {
     pub(super) created: SystemTime,
     /// Begun through [`Hub::begin_session`] (what strict mode accepts).
     pub(super) begun_by_api: bool,
+    /// In a cluster: sessions minted on other nodes for unnamed connections at about the
+    /// same time, which joined this one rather than take it over (see `cluster`).
+    pub(super) aliases: Vec<Arc<str>>,
+}
+
+impl CurrentSession {
+    pub(super) fn new(id: Arc<str>, begun_by_api: bool) -> Self {
+        Self {
+            id,
+            created: SystemTime::now(),
+            begun_by_api,
+            aliases: Vec::new(),
+        }
+    }
+
+    /// Whether `id` is this session (or one of its aliases).
+    pub(super) fn names(&self, id: &str) -> bool {
+        *self.id == *id || self.aliases.iter().any(|alias| **alias == *id)
+    }
 }
 
 /// A player's session, as [`Hub::session_of`] reports it.
@@ -111,8 +130,12 @@ impl Hub {
         let settled = match (named, current) {
             (None, Some(current)) => Settled::Join(current.id.clone()),
             (None, None) => Settled::Create(mint_session_id().into()),
-            (Some(named), Some(current)) if *current.id == *named => {
-                Settled::Join(current.id.clone())
+            (Some(named), Some(current)) if current.names(named) => {
+                Settled::Join(if *current.id == *named {
+                    current.id.clone()
+                } else {
+                    named.into()
+                })
             }
             (Some(named), _) => {
                 let player = registry.players.get(player_id);
@@ -138,16 +161,14 @@ impl Hub {
             Settled::Create(id) if !take_over && named.is_some() => (id, SessionOutcome::Created),
             Settled::Create(id) => {
                 let player = self.player_entry(registry, player_id, now);
-                player.session = Some(CurrentSession {
-                    id: id.clone(),
-                    created: SystemTime::now(),
-                    begun_by_api: false,
-                });
+                player.session = Some(CurrentSession::new(id.clone(), false));
+                self.announce_session(registry, player_id, &id, false, named.is_none());
                 (id, SessionOutcome::Created)
             }
             Settled::TakeOver(id) => {
                 if take_over {
                     self.replace_session(registry, player_id, id.clone(), false, now);
+                    self.announce_session(registry, player_id, &id, false, false);
                 }
                 (id, SessionOutcome::TakesOver)
             }
@@ -159,7 +180,7 @@ impl Hub {
     /// Makes `id` the current session of `player_id`: the old one is remembered as
     /// replaced and every connection not of `id` ends with `session_replaced`. Returns how
     /// many it ended.
-    fn replace_session(
+    pub(super) fn replace_session(
         &self,
         registry: &mut Registry,
         player_id: &str,
@@ -169,15 +190,15 @@ impl Hub {
     ) -> usize {
         let remembered = self.inner.settings.remembered_sessions;
         let player = self.player_entry(registry, player_id, now);
-        let replaced = player.session.take().map(|old| old.id);
-        if let Some(old) = &replaced {
+        let old = player.session.take();
+        let replaced = old.as_ref().map(|old| old.id.clone());
+        for old in old
+            .iter()
+            .flat_map(|old| std::iter::once(&old.id).chain(&old.aliases))
+        {
             remember(&mut player.replaced, old.clone(), remembered);
         }
-        player.session = Some(CurrentSession {
-            id: id.clone(),
-            created: SystemTime::now(),
-            begun_by_api,
-        });
+        player.session = Some(CurrentSession::new(id.clone(), begun_by_api));
         let ended = player
             .connections
             .iter()
@@ -235,7 +256,7 @@ impl Hub {
                 return Err(SessionRefused::Stale);
             }
             if let Some(current) = player.session.as_mut() {
-                if *current.id == *session_id {
+                if current.names(session_id) {
                     current.begun_by_api = true;
                     return Ok(SessionBegun {
                         connections_ended: 0,
@@ -245,6 +266,7 @@ impl Hub {
             }
         }
         let ended = self.replace_session(registry, player_id, session_id.into(), true, now);
+        self.announce_session(registry, player_id, session_id, true, false);
         self.mark_idle_if_unused(registry, player_id, now);
         Ok(SessionBegun {
             connections_ended: ended,
@@ -252,7 +274,7 @@ impl Hub {
         })
     }
 
-    /// The session of `player_id` and its live connections.
+    /// The session of `player_id` and its live connections (on every node of its cluster).
     #[must_use]
     pub fn session_of(&self, player_id: &str) -> SessionInfo {
         let registry = self.read();
@@ -264,14 +286,15 @@ impl Hub {
                 .flat_map(|p| &p.connections)
                 .filter(|c| c.end_reason().is_none())
         };
+        let remote = || player.into_iter().flat_map(|p| &p.remote);
         let connection_kinds = [ConnectionKind::WebSocket, ConnectionKind::Sse]
             .into_iter()
-            .filter(|kind| live().any(|c| c.kind == *kind))
+            .filter(|kind| live().any(|c| c.kind == *kind) || remote().any(|r| r.kind == *kind))
             .collect();
         SessionInfo {
             session_id: session.map(|s| s.id.clone()),
             created: session.map(|s| s.created),
-            active_connections: live().count(),
+            active_connections: live().count() + remote().count(),
             connection_kinds,
         }
     }
@@ -291,7 +314,17 @@ impl Hub {
     /// assert_eq!(sse.end_reason(), Some(DisconnectReason::Logout));
     /// assert_eq!(hub.session_of("alice").session_id, None);
     /// ```
+    ///
+    /// On a hub with a [backplane](super::Backplane), every node ends the player's
+    /// connections it holds.
     pub fn logout(&self, player_id: &str) -> usize {
+        let ended = self.logout_here(player_id);
+        self.announce_logout(player_id);
+        ended
+    }
+
+    /// [`logout`](Self::logout) on this node only: what another node's logout does here.
+    pub(super) fn logout_here(&self, player_id: &str) -> usize {
         let now = Instant::now();
         let mut registry = self.write();
         let registry = &mut *registry;
@@ -313,7 +346,7 @@ impl Hub {
     }
 
     /// The player's record, created (and marked idle, until a connection comes) if new.
-    fn player_entry<'r>(
+    pub(super) fn player_entry<'r>(
         &self,
         registry: &'r mut Registry,
         player_id: &str,
@@ -331,7 +364,7 @@ impl Hub {
 }
 
 /// Remembers `old` as replaced, keeping at most `limit` (the oldest is forgotten first).
-fn remember(replaced: &mut VecDeque<Arc<str>>, old: Arc<str>, limit: usize) {
+pub(super) fn remember(replaced: &mut VecDeque<Arc<str>>, old: Arc<str>, limit: usize) {
     if replaced.iter().any(|known| *known == old) {
         return;
     }
