@@ -13,7 +13,11 @@
 //!
 //! options (defaults in brackets):
 //!   --url URL            server [http://127.0.0.1:8000]
-//!   --server-pid PID     the server's pid, for memory and CPU from /proc [none: not measured]
+//!   --subscribe-urls U,U servers the connections are spread over, player i on the i % n-th
+//!                        (room membership and publishes still go through --url) [--url]
+//!   --server-pid PID,PID the servers' pids, for memory and CPU from /proc, summed; with
+//!                        several, one per --subscribe-urls entry, in order, and fanout
+//!                        reports each server's own figures too [none: not measured]
 //!   --kind ws|sse|both   connections per player [ws]
 //!   --connections N      connections (idle, connect) or subscribing players (fanout) [1000]
 //!   --concurrency C      handshakes in flight [128]
@@ -88,7 +92,10 @@ impl Kind {
 struct Options {
     mode: String,
     server: SocketAddr,
-    server_pid: Option<u32>,
+    /// Where the connections go: player i to `subscribe[i % len]`.
+    subscribe: Vec<SocketAddr>,
+    /// One per server, in `subscribe` order when there are several; empty: not measured.
+    server_pids: Vec<u32>,
     kind: Kind,
     connections: usize,
     concurrency: usize,
@@ -172,17 +179,14 @@ fn parse_options() -> Result<Options, String> {
             .parse()
             .map_err(|_| format!("--{name} must be a whole number"))
     };
-    let url = take("url", "http://127.0.0.1:8000");
-    let host = url
-        .strip_prefix("http://")
-        .ok_or("--url must start with http://")?
-        .trim_end_matches('/');
-    let server: SocketAddr = host
-        .parse()
-        .map_err(|_| format!("--url must be http://IP:PORT, got {url:?}"))?;
-    if !server.ip().is_loopback() {
-        return Err("the load generator only talks to loopback addresses".into());
-    }
+    let server = server_address("url", &take("url", "http://127.0.0.1:8000"))?;
+    let subscribe = match values.get("subscribe-urls") {
+        Some(urls) => urls
+            .split(',')
+            .map(|url| server_address("subscribe-urls", url.trim()))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => vec![server],
+    };
     let kind = match take("kind", "ws").as_str() {
         "ws" => Kind::Ws,
         "sse" => Kind::Sse,
@@ -198,17 +202,29 @@ fn parse_options() -> Result<Options, String> {
         ),
         None => None,
     };
-    let server_pid = match values.get("server-pid") {
-        Some(pid) => Some(pid.parse().map_err(|_| "--server-pid must be a number")?),
-        None => None,
+    let server_pids = match values.get("server-pid") {
+        Some(pids) => pids
+            .split(',')
+            .map(|pid| pid.trim().parse())
+            .collect::<Result<Vec<u32>, _>>()
+            .map_err(|_| "--server-pid must be a number or a comma-separated list of them")?,
+        None => Vec::new(),
     };
+    if server_pids.len() > 1 && server_pids.len() != subscribe.len() {
+        return Err(format!(
+            "--server-pid names {} servers but --subscribe-urls {}: give one pid per server",
+            server_pids.len(),
+            subscribe.len()
+        ));
+    }
     let secret =
         std::env::var("DUALCAST_JWT_SECRET").map_err(|_| "DUALCAST_JWT_SECRET must be set")?;
     let options = Options {
         label: take("label", &mode),
         mode,
         server,
-        server_pid,
+        subscribe,
+        server_pids,
         kind,
         connections: number("connections", "1000")?.max(1),
         concurrency: number("concurrency", "128")?.max(1),
@@ -224,6 +240,21 @@ fn parse_options() -> Result<Options, String> {
     };
     check_file_limit(&options)?;
     Ok(options)
+}
+
+/// The loopback `IP:PORT` of an `http://IP:PORT` URL given to `--{flag}`.
+fn server_address(flag: &str, url: &str) -> Result<SocketAddr, String> {
+    let host = url
+        .strip_prefix("http://")
+        .ok_or(format!("--{flag} must start with http://"))?
+        .trim_end_matches('/');
+    let server: SocketAddr = host
+        .parse()
+        .map_err(|_| format!("--{flag} must be http://IP:PORT, got {url:?}"))?;
+    if !server.ip().is_loopback() {
+        return Err("the load generator only talks to loopback addresses".into());
+    }
+    Ok(server)
 }
 
 /// Refuses a run that would exceed this process's open-file limit.
@@ -255,21 +286,33 @@ async fn run(options: Options) -> Result<bool, Error> {
 // ---------------------------------------------------------------------------------------
 // Server process readings.
 
-/// The server's resident memory in KiB.
-fn server_rss_kib(pid: Option<u32>) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// The servers' resident memory in KiB, summed; `None` without pids or when one is gone.
+fn server_rss_kib(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold(0, |sum, pid| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+        Some(sum + line.split_whitespace().nth(1)?.parse::<u64>().ok()?)
+    })
 }
 
-/// The server's user + system CPU time in seconds.
-fn server_cpu_seconds(pid: Option<u32>) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / clock_ticks_per_second())
+/// The servers' user + system CPU time in seconds, summed; `None` without pids or when one
+/// is gone.
+fn server_cpu_seconds(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    let ticks = clock_ticks_per_second();
+    pids.iter().try_fold(0.0, |sum, pid| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        Some(sum + (utime + stime) as f64 / ticks)
+    })
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -307,13 +350,13 @@ async fn tcp(server: SocketAddr, index: usize) -> Result<TcpStream, Error> {
 
 type WsClient = tokio_tungstenite::WebSocketStream<TcpStream>;
 
-async fn open_ws(options: &Options, token: &str, index: usize) -> Result<WsClient, Error> {
-    let mut request = format!("ws://{}/api/ws", options.server).into_client_request()?;
+async fn open_ws(server: SocketAddr, token: &str, index: usize) -> Result<WsClient, Error> {
+    let mut request = format!("ws://{server}/api/ws").into_client_request()?;
     request.headers_mut().insert(
         "sec-websocket-protocol",
         format!("bearer, {token}").parse()?,
     );
-    let stream = tcp(options.server, index).await?;
+    let stream = tcp(server, index).await?;
     // Small client buffers: the load generator holds thousands of connections too.
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
@@ -337,11 +380,10 @@ struct SseClient {
     chunk_crlf: usize,
 }
 
-async fn open_sse(options: &Options, token: &str, index: usize) -> Result<SseClient, Error> {
-    let mut stream = tcp(options.server, index).await?;
+async fn open_sse(server: SocketAddr, token: &str, index: usize) -> Result<SseClient, Error> {
+    let mut stream = tcp(server, index).await?;
     let request = format!(
-        "GET /api/sse HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {token}\r\naccept: text/event-stream\r\n\r\n",
-        options.server
+        "GET /api/sse HTTP/1.1\r\nhost: {server}\r\nauthorization: Bearer {token}\r\naccept: text/event-stream\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     let mut raw = Vec::with_capacity(4096);
@@ -479,7 +521,8 @@ impl Client {
 }
 
 /// The connections of `players` players (one or two each, per `--kind`), opened with at
-/// most `--concurrency` handshakes in flight. Returns them with each handshake's latency.
+/// most `--concurrency` handshakes in flight, player i's to the i % n-th of
+/// `--subscribe-urls`. Returns them with each handshake's latency.
 async fn open_all(
     options: &Options,
     players: usize,
@@ -501,9 +544,10 @@ async fn open_all(
     let results = futures_util::stream::iter(jobs.into_iter().enumerate())
         .map(|(index, (player, kind, token))| async move {
             let begun = Instant::now();
+            let server = options.subscribe[player % options.subscribe.len()];
             let client = match kind {
-                Kind::Sse => Client::Sse(Box::new(open_sse(options, &token, index).await?)),
-                _ => Client::Ws(Box::new(open_ws(options, &token, index).await?)),
+                Kind::Sse => Client::Sse(Box::new(open_sse(server, &token, index).await?)),
+                _ => Client::Ws(Box::new(open_ws(server, &token, index).await?)),
             };
             Ok::<_, Error>((player, client, begun.elapsed()))
         })
@@ -532,10 +576,10 @@ fn run_name() -> String {
 // Modes.
 
 async fn idle(options: &Options) -> Result<bool, Error> {
-    let before = server_rss_kib(options.server_pid);
+    let before = server_rss_kib(&options.server_pids);
     let (clients, _, elapsed) = open_all(options, options.connections, &run_name()).await?;
     tokio::time::sleep(options.settle).await;
-    let after = server_rss_kib(options.server_pid);
+    let after = server_rss_kib(&options.server_pids);
     let connections = clients.len();
     let per_connection = before
         .zip(after)
@@ -593,7 +637,7 @@ async fn hold(options: &Options, clients: Vec<(usize, Client)>) -> (Option<f64>,
         return (None, total);
     }
     let open = Arc::new(AtomicU64::new(total as u64));
-    let cpu_before = server_cpu_seconds(options.server_pid);
+    let cpu_before = server_cpu_seconds(&options.server_pids);
     let readers: Vec<_> = clients
         .into_iter()
         .map(|(_, mut client)| {
@@ -606,7 +650,7 @@ async fn hold(options: &Options, clients: Vec<(usize, Client)>) -> (Option<f64>,
         .collect();
     tokio::time::sleep(options.hold).await;
     let cpu = cpu_before
-        .zip(server_cpu_seconds(options.server_pid))
+        .zip(server_cpu_seconds(&options.server_pids))
         .map(|(b, a)| a - b);
     let still_open = open.load(Ordering::Relaxed) as usize;
     for reader in readers {
@@ -620,11 +664,11 @@ async fn connect(options: &Options) -> Result<bool, Error> {
         kind: Kind::Ws,
         ..options.clone()
     };
-    let cpu_before = server_cpu_seconds(options.server_pid);
+    let cpu_before = server_cpu_seconds(&options.server_pids);
     let (clients, mut latencies, elapsed) =
         open_all(&options, options.connections, &run_name()).await?;
     let cpu = cpu_before
-        .zip(server_cpu_seconds(options.server_pid))
+        .zip(server_cpu_seconds(&options.server_pids))
         .map(|(b, a)| a - b);
     drop(clients);
     latencies.sort_unstable();
@@ -700,9 +744,14 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
     // Per subscriber, what it has received: the window bounds the slowest one.
     let counts: Arc<Vec<AtomicU64>> =
         Arc::new((0..subscribers).map(|_| AtomicU64::new(0)).collect());
+    // Per server (`--subscribe-urls`), the deliveries to its subscribers.
+    let servers = options.subscribe.len();
+    let by_server: Arc<Vec<AtomicU64>> =
+        Arc::new((0..servers).map(|_| AtomicU64::new(0)).collect());
     let mut readers = Vec::with_capacity(subscribers);
-    for (index, (_, mut client)) in clients.into_iter().enumerate() {
+    for (index, (player, mut client)) in clients.into_iter().enumerate() {
         let (received, progress, counts) = (received.clone(), progress.clone(), counts.clone());
+        let (server, by_server) = (player % servers, by_server.clone());
         let publishes = options.publishes;
         readers.push(tokio::spawn(async move {
             let mut latencies_us: Vec<u32> = Vec::with_capacity(publishes);
@@ -720,6 +769,7 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
                     _ => duplicates += 1,
                 }
                 counts[index].fetch_add(1, Ordering::Relaxed);
+                by_server[server].fetch_add(1, Ordering::Relaxed);
                 if (received.fetch_add(1, Ordering::Relaxed) + 1) % subscribers as u64 == 0 {
                     progress.notify_waiters();
                 }
@@ -730,13 +780,18 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
             // subscriber, and what it missed is counted as lost.
             counts[index].store(u64::MAX, Ordering::Relaxed);
             progress.notify_waiters();
-            (latencies_us, duplicates)
+            (server, latencies_us, duplicates)
         }));
     }
 
     let expected = (subscribers * options.publishes) as u64;
     let padding = "x".repeat(options.payload_bytes);
-    let cpu_before = server_cpu_seconds(options.server_pid);
+    let cpu_before = server_cpu_seconds(&options.server_pids);
+    let cpu_before_by_server: Vec<_> = options
+        .server_pids
+        .iter()
+        .map(|pid| server_cpu_seconds(&[*pid]))
+        .collect();
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut publishers = Vec::new();
@@ -812,20 +867,48 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
     }
     let delivery_time = started.elapsed();
     let cpu = cpu_before
-        .zip(server_cpu_seconds(options.server_pid))
+        .zip(server_cpu_seconds(&options.server_pids))
         .map(|(b, a)| a - b);
+    let cpu_by_server: Vec<Option<f64>> = options
+        .server_pids
+        .iter()
+        .zip(cpu_before_by_server)
+        .map(|(pid, before)| before.zip(server_cpu_seconds(&[*pid])).map(|(b, a)| a - b))
+        .collect();
     let delivered = received.load(Ordering::Relaxed);
+    let delivered_by_server: Vec<u64> = by_server
+        .iter()
+        .map(|count| count.load(Ordering::Relaxed))
+        .collect();
 
     let mut latencies: Vec<u32> = Vec::with_capacity(expected as usize);
+    let mut latencies_by_server: Vec<Vec<u32>> = vec![Vec::new(); servers];
     let mut duplicates = 0;
     for reader in readers {
         reader.abort();
-        if let Ok((samples, dups)) = reader.await {
+        if let Ok((server, samples, dups)) = reader.await {
+            if servers > 1 {
+                latencies_by_server[server].extend_from_slice(&samples);
+            }
             latencies.extend(samples);
             duplicates += dups;
         }
     }
     latencies.sort_unstable();
+    for samples in &mut latencies_by_server {
+        samples.sort_unstable();
+    }
+    let ms_by_server = |p: f64| -> Vec<f64> {
+        latencies_by_server
+            .iter()
+            .map(|samples| percentile(samples, p) as f64 / 1000.0)
+            .collect()
+    };
+    let cpu_per_million_by_server: Vec<Option<f64>> = cpu_by_server
+        .iter()
+        .zip(&delivered_by_server)
+        .map(|(cpu, delivered)| cpu.map(|c| c / (*delivered).max(1) as f64 * 1e6))
+        .collect();
     let lost = expected.saturating_sub(delivered);
     let rate = delivered as f64 / delivery_time.as_secs_f64();
     let ms = |p: f64| percentile(&latencies, p) as f64 / 1000.0;
@@ -839,7 +922,7 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
             options.window
         ),
     };
-    print_table(&[
+    let mut rows = vec![
         ("mode", mode),
         ("subscribing players", options.connections.to_string()),
         ("connections", subscribers.to_string()),
@@ -869,19 +952,60 @@ async fn fanout(options: &Options) -> Result<bool, Error> {
             "server CPU-s per 1M deliveries",
             cpu_per_million.map_or("n/a".into(), |c| format!("{c:.3}")),
         ),
-    ]);
-    println!(
-        "{}",
-        json!({
-            "label": options.label, "mode": "fanout", "kind": options.kind.name(),
-            "players": options.connections, "connections": subscribers, "publishes": options.publishes,
-            "rate": options.rate, "in_flight": options.in_flight, "window": options.window, "deliveries": delivered, "expected": expected,
-            "deliveries_per_second": rate, "lost": lost, "duplicates": duplicates,
-            "publish_failures": publish_failures,
-            "latency_ms": { "p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": ms(1.0) },
-            "server_cpu_seconds": cpu, "cpu_seconds_per_million": cpu_per_million,
-        })
-    );
+    ];
+    // Each server's own figures, when there are several.
+    let list = |values: Vec<String>| values.join(", ");
+    if servers > 1 {
+        let (p50, p99) = (ms_by_server(0.5), ms_by_server(0.99));
+        rows.push((
+            "deliveries by server",
+            list(delivered_by_server.iter().map(u64::to_string).collect()),
+        ));
+        rows.push((
+            "latency p50 / p99 by server",
+            list(
+                p50.iter()
+                    .zip(&p99)
+                    .map(|(a, b)| format!("{a:.2} / {b:.2} ms"))
+                    .collect(),
+            ),
+        ));
+    }
+    if cpu_by_server.len() > 1 {
+        let show = |values: &[Option<f64>], digits: usize| {
+            list(
+                values
+                    .iter()
+                    .map(|v| v.map_or("n/a".into(), |v| format!("{v:.digits$}")))
+                    .collect(),
+            )
+        };
+        rows.push(("server CPU by server", show(&cpu_by_server, 2) + " s"));
+        rows.push((
+            "CPU-s per 1M deliveries by server",
+            show(&cpu_per_million_by_server, 3),
+        ));
+    }
+    print_table(&rows);
+    let mut line = json!({
+        "label": options.label, "mode": "fanout", "kind": options.kind.name(),
+        "players": options.connections, "connections": subscribers, "publishes": options.publishes,
+        "rate": options.rate, "in_flight": options.in_flight, "window": options.window, "deliveries": delivered, "expected": expected,
+        "deliveries_per_second": rate, "lost": lost, "duplicates": duplicates,
+        "publish_failures": publish_failures,
+        "latency_ms": { "p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": ms(1.0) },
+        "server_cpu_seconds": cpu, "cpu_seconds_per_million": cpu_per_million,
+    });
+    if servers > 1 {
+        line["deliveries_by_server"] = json!(delivered_by_server);
+        line["p50_ms_by_server"] = json!(ms_by_server(0.5));
+        line["p99_ms_by_server"] = json!(ms_by_server(0.99));
+    }
+    if cpu_by_server.len() > 1 {
+        line["cpu_s_by_server"] = json!(cpu_by_server);
+        line["cpu_seconds_per_million_by_server"] = json!(cpu_per_million_by_server);
+    }
+    println!("{line}");
     Ok(lost == 0 && duplicates == 0 && publish_failures == 0)
 }
 
