@@ -38,7 +38,9 @@ use redis::streams::StreamReadReply;
 use redis::{AsyncConnectionConfig, Client, RedisError, Value};
 use tokio::sync::Notify;
 
-use crate::hub::{Backplane, BackplaneError, BackplaneState, BackplaneStatus, BoxFuture, LogSink};
+use crate::hub::{
+    Backplane, BackplaneError, BackplaneState, BackplaneStatus, BoxFuture, LogEntries, LogSink,
+};
 
 /// The settings of a [`RedisBackplane`].
 #[derive(Clone)]
@@ -592,6 +594,36 @@ impl Backplane for RedisBackplane {
                 shared.failed(&error);
             }
         });
+    }
+
+    fn read_from(&self, from: &str, count: usize) -> BoxFuture<Result<LogEntries, BackplaneError>> {
+        let shared = self.shared.clone();
+        let from = from.to_owned();
+        Box::pin(async move {
+            let Some(mut connection) = shared.connection() else {
+                return Err(BackplaneError::new("the cluster's Redis is unreachable"));
+            };
+            let range: Result<redis::streams::StreamRangeReply, RedisError> = redis::cmd("XRANGE")
+                .arg(&shared.log_key)
+                .arg(&from)
+                .arg("+")
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut connection)
+                .await;
+            let range = range.map_err(|error| {
+                shared.failed(&error);
+                BackplaneError::new("the cluster's log could not be read")
+            })?;
+            Ok(range
+                .ids
+                .into_iter()
+                .filter_map(|entry| match entry.map.get("e") {
+                    Some(Value::BulkString(bytes)) => Some((Arc::from(entry.id), bytes.clone())),
+                    _ => None,
+                })
+                .collect())
+        })
     }
 
     fn peers(&self) -> Vec<Arc<str>> {

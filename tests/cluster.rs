@@ -517,3 +517,72 @@ async fn an_acknowledgement_on_one_node_settles_the_wait_on_every_node() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_node_started_later_serves_a_resume_from_the_log_a_restart_is_no_new_epoch() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = cluster(&redis).await;
+    let token = player_token("alice");
+    let mut on_a = a.sse("/sse/alice", &token).await;
+    seen_everywhere(&[&a, &b, &c], "alice", 1).await;
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let (_, report) = publish(
+            &b,
+            "/api/players/alice/messages",
+            json!({"type": "n", "data": n}),
+        )
+        .await;
+        ids.push(report["id"].as_str().unwrap().to_owned());
+        // Others' traffic in between, which the resume must leave out.
+        publish(&b, "/api/players/bob/messages", json!({"type": "other"})).await;
+    }
+    for id in &ids[..2] {
+        assert_eq!(on_a.next_json().await["id"], id.as_str());
+    }
+    drop(on_a);
+    // Node C restarts: the new process has seen none of it.
+    c.shutdown().await;
+    let c = node(&redis, "c").await;
+    poll_until("the restarted node is up", || {
+        (c.hub.backplane_status()?.state == BackplaneState::Up).then_some(())
+    })
+    .await;
+
+    let mut on_c = sse_at(
+        c.addr,
+        "/sse/alice",
+        &[
+            ("authorization", format!("Bearer {token}")),
+            ("last-event-id", ids[1].clone()),
+        ],
+    )
+    .await
+    .expect("the stream opens");
+    for id in &ids[2..] {
+        assert_eq!(on_c.next_json().await["id"], id.as_str());
+    }
+    let recovery = on_c.next_named("recovery").await;
+    assert_eq!(
+        recovery["data"],
+        json!({"complete": true, "replayed": 2}),
+        "{recovery}"
+    );
+    // Live from then on, once.
+    let (_, next) = publish(&a, "/api/players/alice/messages", json!({"type": "live"})).await;
+    assert_eq!(on_c.next_json().await["id"], next["id"]);
+
+    // An id the log never held is answered honestly.
+    let mut lost = sse_at(
+        c.addr,
+        "/sse/alice",
+        &[
+            ("authorization", format!("Bearer {token}")),
+            ("last-event-id", "1-0".to_owned()),
+        ],
+    )
+    .await
+    .expect("the stream opens");
+    let recovery = lost.next_named("recovery").await;
+    assert_eq!(recovery["data"]["complete"], false, "{recovery}");
+}

@@ -9,6 +9,10 @@
 //! [`HubSettings::report_wait`](super::HubSettings::report_wait)); the synchronous
 //! [`Hub::send_to_player`] and its kin stay local to this node.
 //!
+//! Each node also announces in the log what the others must know of its connections
+//! (opened, closed, their sessions, logouts, acknowledgements; `cluster`), so every node
+//! holds the cluster's connections of each player beside its own.
+//!
 //! The entries are JSON with short keys, written and read only here, so that every
 //! backplane carries opaque bytes: `{"o":origin node,"r":request,"k":kind,...}`.
 
@@ -32,6 +36,9 @@ use crate::message::{unix_millis, Frame, Message};
 
 /// A boxed, sendable future: what a [`Backplane`] returns for an append.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Entries of the log with their ids, in order: what [`Backplane::read_from`] reads.
+pub type LogEntries = Vec<(Arc<str>, Vec<u8>)>;
 
 /// How several nodes share one log (SPEC §10): the hub appends entries and the backplane
 /// brings every entry, its own included, to every node's [`LogSink`] in one order.
@@ -69,6 +76,26 @@ pub trait Backplane: Send + Sync + 'static {
     /// Leaves the cluster (the hub is shutting down): other nodes stop waiting for this
     /// one's answers. Default: nothing.
     fn leave(&self) {}
+
+    /// Up to `count` entries of the log from entry `from` on (itself first, if the log
+    /// still holds it), in order: what a client resuming on a node that did not see its
+    /// messages is sent. Default: an error (a resume this node cannot serve from its own
+    /// buffer is then answered `complete: false`).
+    fn read_from(&self, from: &str, count: usize) -> BoxFuture<Result<LogEntries, BackplaneError>> {
+        let _ = (from, count);
+        Box::pin(async {
+            Err(BackplaneError::new(
+                "this backplane cannot read the log back",
+            ))
+        })
+    }
+}
+
+/// A log id's place in the log's order (`1764816000000-3`: milliseconds, then sequence);
+/// `None` for an id that is not the log's.
+pub(super) fn log_order(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 /// A backplane that could not do what was asked.
@@ -542,8 +569,57 @@ impl Hub {
         Ok((id, answers, guard))
     }
 
+    /// The last log entry this node applied (or is applying): a connection registering now
+    /// gets the entries after it live.
+    pub(super) fn log_position(&self) -> Option<(u64, u64)> {
+        *self
+            .inner
+            .log_position
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `player_id`'s frame of log entry `id` (`bytes`), if it was for the player (to it, a
+    /// room it is in now, or everyone but it) and published at `oldest` or later.
+    pub(super) fn entry_for(
+        &self,
+        player_id: &str,
+        id: &str,
+        bytes: &[u8],
+        oldest: u64,
+    ) -> Option<Frame> {
+        let entry: Entry<'_> = serde_json::from_slice(bytes).ok()?;
+        let wire = entry.m.as_ref()?;
+        if wire.ts < oldest {
+            return None;
+        }
+        let target = entry.t.as_deref().unwrap_or_default();
+        let excluded = entry.x.iter().any(|p| **p == *player_id);
+        let room = match &*entry.k {
+            "p" if target == player_id => None,
+            "r" if !excluded && self.is_member(target, player_id) => Some(target),
+            "g" if !excluded => None,
+            _ => return None,
+        };
+        Some(Frame::encode_at(
+            Arc::from(id),
+            &wire.message(),
+            room,
+            wire.ts,
+        ))
+    }
+
     /// Applies the log's entry `id` here; answers its origin.
     fn apply_entry(&self, id: &str, bytes: &[u8]) {
+        // Before it is delivered: a connection registering meanwhile may get it both from
+        // the log and live, and its outbox skips the second (never neither).
+        if let Some(order) = log_order(id) {
+            *self
+                .inner
+                .log_position
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(order);
+        }
         let entry: Entry<'_> = match serde_json::from_slice(bytes) {
             Ok(entry) => entry,
             Err(error) => {

@@ -3,12 +3,14 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use dualcast_layers::OwnedLeases;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::Hub;
@@ -180,11 +182,24 @@ impl Drop for ConnectionGuard {
 pub struct Outbox {
     /// What the connection is sent before anything live (replay, pending queue, the
     /// `recovery` event); `None` once sent, or if there was none. Boxed so that the
-    /// idle connection pays one word for it, not a `VecDeque`'s four.
-    #[allow(clippy::box_collection)]
-    catch_up: Option<Box<VecDeque<Frame>>>,
+    /// idle connection pays one word for it.
+    catch_up: Option<Box<CatchUp>>,
     receiver: mpsc::Receiver<Frame>,
     connection: Arc<Connection>,
+}
+
+/// A connection's catch-up.
+#[derive(Debug)]
+struct CatchUp {
+    frames: VecDeque<Frame>,
+    /// On a clustered hub, a resume this node's replay buffer could not serve: the
+    /// catch-up read from the cluster's log, sent before anything else.
+    fetching: Option<oneshot::Receiver<VecDeque<Frame>>>,
+    /// The log ids that catch-up replayed: the reader may deliver some of them live too
+    /// (they were in the log before the connection, applied after); skipped once.
+    replayed: Vec<Arc<str>>,
+    /// The last of them in the log's order: a live frame after it ends the skipping.
+    replayed_up_to: Option<(u64, u64)>,
 }
 
 impl Outbox {
@@ -192,44 +207,112 @@ impl Outbox {
         receiver: mpsc::Receiver<Frame>,
         connection: Arc<Connection>,
         catch_up: VecDeque<Frame>,
+        fetching: Option<oneshot::Receiver<VecDeque<Frame>>>,
     ) -> Self {
+        let catch_up = (!catch_up.is_empty() || fetching.is_some()).then(|| {
+            Box::new(CatchUp {
+                frames: catch_up,
+                fetching,
+                replayed: Vec::new(),
+                replayed_up_to: None,
+            })
+        });
         Self {
-            catch_up: (!catch_up.is_empty()).then(|| Box::new(catch_up)),
+            catch_up,
             receiver,
             connection,
         }
     }
 
-    /// The next catch-up frame, freeing the queue after the last.
-    fn next_catch_up(&mut self) -> Option<Frame> {
-        let frames = self.catch_up.as_mut()?;
-        let frame = frames.pop_front();
-        if frames.is_empty() {
+    /// The next catch-up frame, freeing the catch-up after the last (`Pending` while the
+    /// log is being read for it).
+    fn poll_catch_up(&mut self, cx: Option<&mut Context<'_>>) -> Poll<Option<Frame>> {
+        let Some(catch_up) = self.catch_up.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some(fetching) = catch_up.fetching.as_mut() {
+            let fetched = match cx {
+                Some(cx) => match Pin::new(fetching).poll(cx) {
+                    Poll::Ready(fetched) => fetched.ok(),
+                    Poll::Pending => return Poll::Pending,
+                },
+                None => match fetching.try_recv() {
+                    Ok(fetched) => Some(fetched),
+                    Err(oneshot::error::TryRecvError::Empty) => return Poll::Pending,
+                    Err(oneshot::error::TryRecvError::Closed) => None,
+                },
+            };
+            catch_up.fetching = None;
+            if let Some(fetched) = fetched {
+                catch_up.replayed = fetched
+                    .iter()
+                    .filter(|frame| super::backplane::log_order(frame.id()).is_some())
+                    .map(Frame::shared_id)
+                    .collect();
+                catch_up.replayed_up_to = catch_up
+                    .replayed
+                    .iter()
+                    .filter_map(|id| super::backplane::log_order(id))
+                    .max();
+                catch_up.frames = fetched;
+            }
+        }
+        let frame = catch_up.frames.pop_front();
+        if catch_up.frames.is_empty() && catch_up.replayed.is_empty() {
             self.catch_up = None;
         }
-        frame
+        Poll::Ready(frame)
+    }
+
+    /// Whether a live `frame` was replayed already; past the replayed ids, stops looking.
+    fn replayed_already(&mut self, frame: &Frame) -> bool {
+        let Some(catch_up) = self.catch_up.as_mut() else {
+            return false;
+        };
+        if catch_up.replayed.iter().any(|id| **id == *frame.id()) {
+            return true;
+        }
+        let past = super::backplane::log_order(frame.id()).is_some()
+            && super::backplane::log_order(frame.id()) > catch_up.replayed_up_to;
+        if past && catch_up.frames.is_empty() {
+            self.catch_up = None;
+        }
+        false
     }
 
     /// The next frame; `None` once the hub can send no more.
     pub async fn recv(&mut self) -> Option<Frame> {
-        if let Some(frame) = self.next_catch_up() {
-            return Some(frame);
-        }
-        self.receiver.recv().await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Polls for the next frame.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
-        if let Some(frame) = self.next_catch_up() {
-            return Poll::Ready(Some(frame));
+        match self.poll_catch_up(Some(cx)) {
+            Poll::Ready(Some(frame)) => return Poll::Ready(Some(frame)),
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => {}
         }
-        self.receiver.poll_recv(cx)
+        loop {
+            match self.receiver.poll_recv(cx) {
+                Poll::Ready(Some(frame)) if self.replayed_already(&frame) => continue,
+                other => return other,
+            }
+        }
     }
 
     /// A frame if one is ready now.
     pub fn try_recv(&mut self) -> Option<Frame> {
-        self.next_catch_up()
-            .or_else(|| self.receiver.try_recv().ok())
+        match self.poll_catch_up(None) {
+            Poll::Ready(Some(frame)) => return Some(frame),
+            Poll::Pending => return None,
+            Poll::Ready(None) => {}
+        }
+        loop {
+            let frame = self.receiver.try_recv().ok()?;
+            if !self.replayed_already(&frame) {
+                return Some(frame);
+            }
+        }
     }
 
     /// The connection this outbox feeds.

@@ -68,7 +68,8 @@ use tokio::sync::{broadcast, Notify};
 
 pub use admission::HubAdmission;
 pub use backplane::{
-    Audience, Backplane, BackplaneError, BackplaneState, BackplaneStatus, BoxFuture, LogSink,
+    Audience, Backplane, BackplaneError, BackplaneState, BackplaneStatus, BoxFuture, LogEntries,
+    LogSink,
 };
 pub use delivery::{DeliveryReport, NodeDelivery};
 pub use events::{HubEvent, Presence};
@@ -258,10 +259,11 @@ impl HubSettings {
     /// runtime: the backplane starts its tasks then. Default: none (this hub is the whole
     /// system).
     ///
-    /// Not shared yet: pending queues (off on a hub with a backplane, whatever
-    /// [`DeliverySettings::pending_count`] says), replay buffers (each node keeps its own,
-    /// so a client resuming on another node gets `complete: false`), sessions, presence
-    /// and the per-player connection limit (each node's own).
+    /// Each node announces in the log the connections it opens and closes, the sessions
+    /// it begins, logouts and acknowledgements, so presence, the per-player limit, session
+    /// takeover, pending queues and replay hold across nodes. Not shared yet: the
+    /// monitoring figures, and what a node started later missed (older sessions,
+    /// memberships and messages).
     pub fn backplane(mut self, backplane: impl Backplane) -> Self {
         self.backplane = Some(Arc::new(backplane));
         self
@@ -321,6 +323,8 @@ struct Inner {
     warned_local_publish: AtomicBool,
     /// With a backplane: what this node tells the others, in order.
     announcer: Option<cluster::Announcer>,
+    /// With a backplane: the last log entry applied.
+    log_position: std::sync::Mutex<Option<(u64, u64)>>,
 }
 
 impl Drop for Inner {
@@ -387,6 +391,7 @@ impl Hub {
                 waiting: backplane::Waiting::default(),
                 warned_local_publish: AtomicBool::new(false),
                 announcer: has_backplane.then(cluster::Announcer::new),
+                log_position: std::sync::Mutex::new(None),
             }),
         };
         hub.start_backplane();

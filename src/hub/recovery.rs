@@ -22,6 +22,9 @@ use crate::message::{Frame, Message};
 /// dropped when it comes up.
 pub(super) type ResendQueue = BinaryHeap<Reverse<(Instant, Arc<str>)>>;
 
+/// The most log entries a resume reads from the cluster's log (all players' entries).
+const RESUME_READ: usize = 10_000;
+
 impl Hub {
     /// What a connection registering now for `player` is sent before anything live: the
     /// replay after `resume`, the pending queue (what the replay did not hold), what awaits
@@ -29,12 +32,17 @@ impl Hub {
     /// connection has everything the hub kept for it. Called under the registry's write
     /// lock, so no delivery runs between the catch-up and the connection's first live
     /// message.
+    ///
+    /// On a clustered hub, a resume from an id of the log that this node's buffer does not
+    /// hold (the node started after it, say) is not answered `complete: false` at once:
+    /// the frames are returned without the `recovery` event, and the caller reads the
+    /// rest from the log ([`resume_from_log`](Self::resume_from_log)).
     pub(super) fn catch_up(
         &self,
         player: &mut Player,
         resume: Option<&str>,
         now: Instant,
-    ) -> VecDeque<Frame> {
+    ) -> (VecDeque<Frame>, bool) {
         let mailbox = player
             .mailbox
             .get_mut()
@@ -42,6 +50,7 @@ impl Hub {
         // On a clustered hub the ids are the log's: no epoch, every node's the same.
         let epoch = self.backplane().is_none().then_some(&*self.inner.epoch);
         let resume = resume.map(|id| Resume::parse(id, epoch));
+        let from_log = epoch.is_none() && matches!(resume, Some(Resume::Here(_)));
         let mut catch_up = mailbox.catch_up(
             resume,
             now,
@@ -55,19 +64,89 @@ impl Hub {
                 observer.queued(0, self.inner.totals.pending() as u64);
             }
         }
-        if let Some((complete, replayed)) = catch_up.recovery {
-            if let Some(observer) = self.observer() {
-                observer.recovered(complete, replayed as u64);
+        match catch_up.recovery {
+            Some((false, _)) if from_log => return (catch_up.frames, true),
+            Some((complete, replayed)) => {
+                let recovery = self.recovery_frame(complete, replayed);
+                catch_up.frames.push_back(recovery);
             }
-            let message = Message::json(
-                "recovery",
-                json!({ "complete": complete, "replayed": replayed }),
-            );
-            catch_up
-                .frames
-                .push_back(Frame::encode_event(self.next_id(), &message, "recovery"));
+            None => {}
         }
-        catch_up.frames
+        (catch_up.frames, false)
+    }
+
+    /// The `recovery` event, counted.
+    fn recovery_frame(&self, complete: bool, replayed: usize) -> Frame {
+        if let Some(observer) = self.observer() {
+            observer.recovered(complete, replayed as u64);
+        }
+        let message = Message::json(
+            "recovery",
+            json!({ "complete": complete, "replayed": replayed }),
+        );
+        Frame::encode_event(self.next_id(), &message, "recovery")
+    }
+
+    /// The catch-up of a connection of `player_id` resuming after log entry `resume`,
+    /// read from the cluster's log: the player's messages after it, up to the last entry
+    /// this node had applied when the connection registered (`up_to`; later ones come
+    /// live), then `local` (the pending queue and what awaits an ack, each once), then the
+    /// `recovery` event. `complete: false` when the log no longer holds the id, holds
+    /// more of the player's messages after it than a replay buffer keeps, or cannot be
+    /// read within a few seconds.
+    pub(super) async fn resume_from_log(
+        &self,
+        player_id: &str,
+        resume: &str,
+        up_to: Option<(u64, u64)>,
+        mut local: VecDeque<Frame>,
+    ) -> VecDeque<Frame> {
+        let settings = self.inner.settings.delivery;
+        let replayed = match self.backplane() {
+            Some(backplane) => tokio::time::timeout(
+                std::time::Duration::from_secs(3),
+                backplane.read_from(resume, RESUME_READ),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok),
+            None => None,
+        }
+        .and_then(|entries| {
+            let mut entries = entries.into_iter();
+            // The id itself must still be in the log, and nothing after it cut off.
+            if entries.next().is_none_or(|(first, _)| *first != *resume) {
+                return None;
+            }
+            let oldest = crate::message::unix_millis(std::time::SystemTime::now())
+                .saturating_sub(u64::try_from(settings.replay_age.as_millis()).unwrap_or(u64::MAX));
+            let mut frames = VecDeque::new();
+            let mut reached = false;
+            let mut read = 1;
+            for (id, entry) in entries {
+                read += 1;
+                let order = super::backplane::log_order(&id);
+                if up_to.is_some_and(|up_to| order > Some(up_to)) {
+                    reached = true;
+                    break;
+                }
+                if let Some(frame) = self.entry_for(player_id, &id, &entry, oldest) {
+                    frames.push_back(frame);
+                }
+            }
+            // Up to where this node was, or to the log's end: nothing cut off.
+            let whole = reached || read < RESUME_READ;
+            (whole && frames.len() <= settings.replay_count).then_some(frames)
+        });
+        let (complete, mut frames) = match replayed {
+            Some(frames) => (true, frames),
+            None => (false, VecDeque::new()),
+        };
+        let count = frames.len();
+        local.retain(|frame| !frames.iter().any(|f| f.id() == frame.id()));
+        frames.append(&mut local);
+        frames.push_back(self.recovery_frame(complete, count));
+        frames
     }
 
     /// Takes a client's acknowledgement of envelope `id` for `connection`'s player: the

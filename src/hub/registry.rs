@@ -138,6 +138,33 @@ impl Registration {
     }
 }
 
+/// A new connection's catch-up: ready, or being read from the cluster's log.
+enum CatchUpNow {
+    Ready(VecDeque<crate::message::Frame>),
+    FromLog(tokio::sync::oneshot::Receiver<VecDeque<crate::message::Frame>>),
+}
+
+impl Hub {
+    /// Reads a resuming connection's catch-up from the cluster's log, in a task: the
+    /// entries after `resume` up to where this node is now, then `local`.
+    fn read_catch_up(
+        &self,
+        player_id: &Arc<str>,
+        resume: &str,
+        local: VecDeque<crate::message::Frame>,
+    ) -> tokio::sync::oneshot::Receiver<VecDeque<crate::message::Frame>> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let hub = self.clone();
+        let (player_id, resume) = (player_id.clone(), resume.to_owned());
+        let up_to = self.log_position();
+        tokio::spawn(async move {
+            let frames = hub.resume_from_log(&player_id, &resume, up_to, local).await;
+            let _ = sender.send(frames);
+        });
+        receiver
+    }
+}
+
 /// Why [`Hub::register`] refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -285,7 +312,13 @@ impl Hub {
                 outbox: sender,
             }));
             let entry = registry.players.entry(player_id.clone()).or_default();
-            let catch_up = self.catch_up(entry, resume.as_deref(), Instant::now());
+            let (catch_up, from_log) = self.catch_up(entry, resume.as_deref(), Instant::now());
+            let catch_up = match (from_log, resume.as_deref()) {
+                (true, Some(resume)) => {
+                    CatchUpNow::FromLog(self.read_catch_up(&player_id, resume, catch_up))
+                }
+                _ => CatchUpNow::Ready(catch_up),
+            };
             entry.connections.push(connection.clone());
             entry.idle_since = None;
             entry.logged_out = false;
@@ -339,7 +372,12 @@ impl Hub {
                 credential_deadline,
                 leases,
             ),
-            Outbox::new(receiver, connection, catch_up),
+            match catch_up {
+                CatchUpNow::Ready(frames) => Outbox::new(receiver, connection, frames, None),
+                CatchUpNow::FromLog(fetching) => {
+                    Outbox::new(receiver, connection, VecDeque::new(), Some(fetching))
+                }
+            },
         ))
     }
 
