@@ -277,6 +277,9 @@ const OUTBOX_HIGH: u8 = 4;
 const PONG_LATE: u8 = 8;
 /// A ping was asked for and no frame or pong came since.
 const OUTSTANDING: u8 = 16;
+/// On a clustered hub: its opening came back from the cluster's log, so it is before
+/// anything applied from the log after that.
+const IN_LOG: u8 = 32;
 
 /// What the hub's heartbeat sweep made of one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -428,6 +431,16 @@ impl Connection {
     }
 
     /// Marks the outbox as above (or back below) its high-water mark.
+    /// Marks that its opening came back from the cluster's log.
+    pub(crate) fn set_in_log(&self) {
+        self.flags.fetch_or(IN_LOG, Ordering::AcqRel);
+    }
+
+    /// Whether its opening came back from the cluster's log.
+    pub(crate) fn is_in_log(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & IN_LOG != 0
+    }
+
     pub(crate) fn set_outbox_high(&self, high: bool) {
         let set = self.flags.load(Ordering::Relaxed) & OUTBOX_HIGH != 0;
         if set != high {

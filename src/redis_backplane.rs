@@ -160,19 +160,34 @@ struct Shared {
     /// back to every node but this one.
     reading: AtomicBool,
     heartbeat: redis::Script,
+    /// Answers to other nodes' entries, for the task that sends them (bounded: past it,
+    /// an answer is dropped, and its absence reported by the origin).
+    answers: tokio::sync::mpsc::Sender<Answer>,
+    answers_out: Mutex<Option<tokio::sync::mpsc::Receiver<Answer>>>,
 }
+
+/// An answer to another node's entry: that node's reports stream, and the answer.
+type Answer = (String, Vec<u8>);
+
+/// Answers waiting to be sent, at most.
+const ANSWERS_WAITING: usize = 1024;
 
 const CONNECTING: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
-/// Says the node is alive (in Redis's clock), forgets long-gone nodes, and lists the live.
+/// Says the node is alive (in Redis's clock), forgets long-gone nodes, and lists the live,
+/// after `1` when the others had counted this node gone (its last beat too old, or none).
 const HEARTBEAT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local last = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local gone = 0
+if (not last) or (now - tonumber(last) > tonumber(ARGV[2])) then gone = 1 end
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
-return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[2]), '+inf')
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[2]), '+inf')
+return {gone, live}
 ";
 
 impl RedisBackplane {
@@ -199,6 +214,7 @@ impl RedisBackplane {
             None => random_node_id(),
         };
         let prefix = &settings.prefix;
+        let (answers, answers_out) = tokio::sync::mpsc::channel(ANSWERS_WAITING);
         Ok(Self {
             shared: Arc::new(Shared {
                 log_key: format!("{prefix}:log"),
@@ -215,6 +231,8 @@ impl RedisBackplane {
                 start_at: Mutex::new(None),
                 reading: AtomicBool::new(false),
                 heartbeat: redis::Script::new(HEARTBEAT),
+                answers,
+                answers_out: Mutex::new(Some(answers_out)),
             }),
         })
     }
@@ -329,7 +347,7 @@ impl Shared {
         sink: &LogSink,
     ) -> Result<(), RedisError> {
         let timeout = self.forward_timeout();
-        let live: Vec<String> = self
+        let (counted_gone, live): (i64, Vec<String>) = self
             .heartbeat
             .key(&self.nodes_key)
             .arg(&*self.node)
@@ -337,6 +355,10 @@ impl Shared {
             .arg(millis(timeout * 10))
             .invoke_async(connection)
             .await?;
+        if counted_gone == 1 {
+            // The others forgot this node (or never knew it): its list goes to them.
+            sink.rejoined();
+        }
         let peers: Vec<Arc<str>> = live
             .into_iter()
             .filter(|node| *node != *self.node)
@@ -347,7 +369,7 @@ impl Shared {
             peers.clone(),
         );
         for gone in before.iter().filter(|node| !peers.contains(node)) {
-            sink.node_gone(gone);
+            sink.node_gone(gone, timeout + self.settings.heartbeat);
         }
         Ok(())
     }
@@ -512,6 +534,48 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Sends the answers to other nodes' entries, as many at once as are waiting, until
+    /// the hub is gone. A failure drops them (the origin reports them missing) and does
+    /// not count Redis lost: the keeper decides that.
+    async fn send_answers(
+        self: Arc<Self>,
+        mut answers: tokio::sync::mpsc::Receiver<Answer>,
+        sink: LogSink,
+    ) {
+        let mut batch = Vec::new();
+        while answers.recv_many(&mut batch, 256).await > 0 {
+            if !sink.is_alive() {
+                return;
+            }
+            let Some(mut connection) = self.connection() else {
+                batch.clear();
+                continue;
+            };
+            let mut pipe = redis::pipe();
+            for (key, answer) in batch.drain(..) {
+                pipe.cmd("XADD")
+                    .arg(&key)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(1000)
+                    .arg("*")
+                    .arg("e")
+                    .arg(answer)
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(60_000)
+                    .ignore();
+            }
+            let sent: Result<(), RedisError> = pipe.query_async(&mut connection).await;
+            if let Err(error) = sent {
+                tracing::debug!(node = &*self.node, error = %describe(&error), "answers not sent");
+            }
+        }
+    }
+}
+
 /// The id of a stream's last entry, from `XREVRANGE … COUNT 1`.
 struct StreamRangeLast(Option<String>);
 
@@ -530,7 +594,16 @@ impl Backplane for RedisBackplane {
 
     fn start(&self, sink: LogSink) {
         tokio::spawn(self.shared.clone().keep(sink.clone()));
-        tokio::spawn(self.shared.clone().read(sink));
+        tokio::spawn(self.shared.clone().read(sink.clone()));
+        let answers = self
+            .shared
+            .answers_out
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(answers) = answers {
+            tokio::spawn(self.shared.clone().send_answers(answers, sink));
+        }
     }
 
     fn append(&self, entry: Vec<u8>) -> BoxFuture<Result<Arc<str>, BackplaneError>> {
@@ -568,32 +641,9 @@ impl Backplane for RedisBackplane {
     }
 
     fn answer(&self, origin: &str, answer: Vec<u8>) {
-        let Some(mut connection) = self.shared.connection() else {
-            return;
-        };
         let key = format!("{}{origin}", self.shared.reports_prefix);
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            let sent: Result<(), RedisError> = redis::pipe()
-                .cmd("XADD")
-                .arg(&key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(1000)
-                .arg("*")
-                .arg("e")
-                .arg(answer)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(60_000)
-                .ignore()
-                .query_async(&mut connection)
-                .await;
-            if let Err(error) = sent {
-                shared.failed(&error);
-            }
-        });
+        // Best effort: a full queue drops it, and the origin says the node did not answer.
+        let _ = self.shared.answers.try_send((key, answer));
     }
 
     fn read_from(&self, from: &str, count: usize) -> BoxFuture<Result<LogEntries, BackplaneError>> {

@@ -180,6 +180,19 @@ fn body_timeout(timeout: Duration) -> ApiError {
     .header(header::CONNECTION, HeaderValue::from_static("close"))
 }
 
+/// `503 system_error` when the hub is a node of a cluster whose backplane is not up now: a
+/// session change or logout made now would not reach the other nodes.
+pub(crate) fn require_backplane_up(hub: &Hub) -> Result<(), ApiError> {
+    match hub.backplane_status() {
+        Some(status) if status.state != crate::hub::BackplaneState::Up => {
+            Err(backplane_unavailable(&crate::hub::BackplaneError::new(
+                "the cluster's Redis is unreachable: nothing was changed; retry later",
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `503 system_error`: the cluster's log did not take the change, so no node made it.
 fn backplane_unavailable(error: &crate::hub::BackplaneError) -> ApiError {
     tracing::warn!(%error, "refused: the cluster's backplane did not take it");

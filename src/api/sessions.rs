@@ -79,6 +79,7 @@ pub(crate) fn begin_session(
     player_id: &str,
     body: &Bytes,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    super::require_backplane_up(hub)?;
     let named = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
@@ -171,6 +172,7 @@ pub(crate) struct LoggedOut<'a> {
 
 /// `POST /api/connections/{player_id}/logout`.
 pub(crate) fn logout(hub: &Hub, player_id: &str) -> Result<Response<ResponseBody>, ApiError> {
+    super::require_backplane_up(hub)?;
     let ended = hub.logout(player_id);
     json_response(
         StatusCode::OK,

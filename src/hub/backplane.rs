@@ -211,13 +211,16 @@ impl LogSink {
         true
     }
 
-    /// Node `node` stopped beating: this node forgets its connections (and their
-    /// players' presence with them). False once the hub is gone.
-    pub fn node_gone(&self, node: &str) -> bool {
+    /// Node `node` stopped beating, and was silent for up to `silent_for`: this node
+    /// forgets its connections (and their players' presence with them); what it recorded
+    /// for those players in that time is queued for them, since it may not have reached
+    /// them (a client that got it already recognizes the envelope id). False once the hub
+    /// is gone.
+    pub fn node_gone(&self, node: &str, silent_for: Duration) -> bool {
         let Some(inner) = self.hub.upgrade() else {
             return false;
         };
-        Hub { inner }.node_gone(node);
+        Hub { inner }.node_gone(node, silent_for);
         true
     }
 
@@ -328,6 +331,10 @@ pub(super) struct Entry<'a> {
     /// Every connection of the node (`n`).
     #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
     pub(super) n: Vec<WireConnection<'a>>,
+    /// `c-`: the last log entry its node had applied when the connection left it; what
+    /// came after may not have reached it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) q: Option<(u64, u64)>,
 }
 
 /// A connection as nodes announce it.
@@ -479,7 +486,9 @@ impl Hub {
         let deadline = Instant::now() + self.inner.settings.report_wait;
         let mut local = None;
         let mut nodes = Vec::new();
-        while local.is_none() || nodes.len() < peers.len() {
+        let answered_peers =
+            |nodes: &[NodeDelivery]| nodes.iter().filter(|n| peers.contains(&n.node)).count();
+        while local.is_none() || answered_peers(&nodes) < peers.len() {
             match tokio::time::timeout_at(deadline, answers.recv()).await {
                 Ok(Some(Answer::Local(Applied::Delivery(report)))) => local = Some(report),
                 Ok(Some(Answer::Remote(node))) => {

@@ -29,7 +29,7 @@
 //! log, and refuses every other.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -55,29 +55,46 @@ const REJOIN: u8 = 2;
 
 /// This node's side: the queue of announcements and whether its list is due.
 pub(super) struct Announcer {
-    sender: mpsc::Sender<Announcement>,
-    receiver: std::sync::Mutex<Option<mpsc::Receiver<Announcement>>>,
+    /// Unbounded, but for the announcements that may be dropped (connections opened and
+    /// closed, which the node's list says too; acks, which only end resends early): at most
+    /// [`ANNOUNCEMENTS_WAITING`] of them wait. Session changes and logouts are never
+    /// dropped; they come at the rate of connections and session requests, both limited.
+    sender: mpsc::UnboundedSender<Announcement>,
+    receiver: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Announcement>>>,
+    droppable_waiting: AtomicUsize,
     list_due: AtomicU8,
+    /// Whether dropping was logged (once per episode: until the list went out).
+    dropping_logged: AtomicBool,
 }
 
-/// One announcement: its entry, and whether the node's list would say it too (a
-/// connection opened or closed), so that it can go when the list is due.
+/// One announcement: its entry, and whether it may be dropped (see [`Announcer`]).
 struct Announcement {
     entry: Vec<u8>,
-    in_list: bool,
+    droppable: bool,
+    /// When a session change or logout stops being retried (the log was away that long):
+    /// later it would act on connections opened since.
+    give_up: Instant,
 }
 
 /// How long a session change of this node counts as in flight at most: one lost (its
 /// announcement could not be queued) stops superseding the others' after it.
 const SESSION_IN_FLIGHT: Duration = Duration::from_secs(10);
 
+/// How long a session change or logout is retried while the log is away.
+const RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// The most connections of one player this node keeps of another node's announcements.
+const REMOTE_PER_PLAYER: usize = 1024;
+
 impl Announcer {
     pub(super) fn new() -> Self {
-        let (sender, receiver) = mpsc::channel(ANNOUNCEMENTS_WAITING);
+        let (sender, receiver) = mpsc::unbounded_channel();
         Self {
             sender,
             receiver: std::sync::Mutex::new(Some(receiver)),
+            droppable_waiting: AtomicUsize::new(0),
             list_due: AtomicU8::new(REJOIN),
+            dropping_logged: AtomicBool::new(false),
         }
     }
 
@@ -113,7 +130,8 @@ impl Hub {
         tokio::spawn(announce(Arc::downgrade(&self.inner), receiver));
     }
 
-    /// Queues `entry` for the announcer; when too many wait, the node's list goes instead.
+    /// Queues `entry` for the announcer; when too many droppable ones wait, a connection's
+    /// opening or closing is dropped and the node's list goes instead (an ack is dropped).
     fn announce(&self, entry: &Entry<'_>) {
         let Some(announcer) = self.announcer() else {
             return;
@@ -121,17 +139,30 @@ impl Hub {
         let Ok(bytes) = serde_json::to_vec(entry) else {
             return;
         };
+        let droppable = entry.c.is_some() || entry.k == "a";
+        if droppable {
+            let waiting = announcer.droppable_waiting.fetch_add(1, Ordering::AcqRel);
+            if waiting >= ANNOUNCEMENTS_WAITING {
+                announcer.droppable_waiting.fetch_sub(1, Ordering::AcqRel);
+                if entry.c.is_some() {
+                    announcer.list_due(false);
+                }
+                if !announcer.dropping_logged.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(
+                        "too many announcements wait for the cluster's log: connections opened \
+                         and closed go as this node's list once it is back, acks are dropped"
+                    );
+                }
+                return;
+            }
+        }
         let announcement = Announcement {
             entry: bytes,
-            in_list: entry.c.is_some(),
+            droppable,
+            give_up: Instant::now() + RETRY_FOR,
         };
-        if announcer.sender.try_send(announcement).is_err() {
-            tracing::warn!(
-                kind = &*entry.k,
-                "too many announcements wait for the cluster's log: this one is dropped, and \
-                 this node's list of connections goes instead"
-            );
-            announcer.list_due(false);
+        if announcer.sender.send(announcement).is_err() && droppable {
+            announcer.droppable_waiting.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -156,6 +187,7 @@ impl Hub {
     pub(super) fn announce_closed(&self, connection: &Connection) {
         if let Some(mut entry) = self.announcement("c-", &connection.player_id) {
             entry.c = Some(wire(connection));
+            entry.q = self.log_position();
             self.announce(&entry);
         }
     }
@@ -204,61 +236,129 @@ impl Hub {
     pub(super) fn apply_announcement(&self, entry: &Entry<'_>) -> bool {
         let own = Some(&*entry.o) == self.node_id();
         let player_id = entry.t.as_deref().unwrap_or_default();
-        match &*entry.k {
-            "c+" | "c-" if own => {}
-            "c+" => {
+        match (&*entry.k, own) {
+            ("c+", true) => {
+                if let Some(connection) = &entry.c {
+                    self.own_opened(player_id, ConnectionId(connection.i));
+                }
+            }
+            ("c-", true) => self.own_closed(player_id, entry.q),
+            ("c+", false) => {
                 if let Some(connection) = &entry.c {
                     self.remote_opened(&entry.o, connection);
                 }
             }
-            "c-" => {
+            ("c-", false) => {
                 if let Some(connection) = &entry.c {
-                    self.remote_closed(&entry.o, player_id, ConnectionId(connection.i));
+                    self.remote_closed(&entry.o, player_id, ConnectionId(connection.i), entry.q);
                 }
             }
-            "s" => {
+            ("s", _) => {
                 if let Some(session) = entry.s.as_deref() {
                     self.session_announced(player_id, session, entry.f, entry.u, own);
                 }
             }
-            "a" if own => {}
-            "a" => {
+            ("a", false) => {
                 if let Some(id) = entry.s.as_deref() {
                     self.acknowledge_here(player_id, id);
                 }
             }
-            "o" if own => {}
-            "o" => {
-                self.logout_here(player_id);
+            // Only the connections that came before it in the log: one opened since (a
+            // player logging in again at once, on another node) stays.
+            ("o", false) => {
+                self.logout_here(player_id, true);
             }
-            "n" if own => {}
-            "n" => self.node_listed(&entry.o, &entry.n, entry.f),
+            ("n", true) => self.own_listed(&entry.n),
+            ("n", false) => self.node_listed(&entry.o, &entry.n, entry.f),
+            ("a" | "o", true) => {}
             _ => return false,
         }
         true
     }
 
-    fn remote_opened(&self, node: &str, connection: &WireConnection<'_>) {
-        let now = Instant::now();
+    /// This node's announcement of `id` came back: from here on in the log the connection
+    /// counts, and what was pending for its player is delivered (the catch-up took what was
+    /// queued before it registered, and it got what came after live).
+    fn own_opened(&self, player_id: &str, id: ConnectionId) {
         let mut registry = self.write();
-        let registry = &mut *registry;
-        self.expire_players(registry, now);
-        self.add_remote(registry, node, connection);
+        let Some(player) = registry.players.get_mut(player_id) else {
+            return;
+        };
+        let Some(connection) = player.connections.iter().find(|c| c.id == id) else {
+            // Gone already: its closing follows in the log, and counts it out again.
+            player.own_in_log += 1;
+            return;
+        };
+        connection.set_in_log();
+        player.own_in_log += 1;
+        self.drop_pending(player);
     }
 
-    /// Adds another node's connection to its player (once).
-    fn add_remote(&self, registry: &mut Registry, node: &str, connection: &WireConnection<'_>) {
-        let key = super::shared_key(&registry.players, &connection.p);
-        let player = registry.players.entry(key).or_default();
-        let id = ConnectionId(connection.i);
-        if player.remote.iter().any(|r| r.id == id && *r.node == *node) {
+    /// This node's announcement of a connection's closing came back.
+    fn own_closed(&self, player_id: &str, left_at: Option<(u64, u64)>) {
+        let now = Instant::now();
+        let mut registry = self.write();
+        let Some(player) = registry.players.get_mut(player_id) else {
+            return;
+        };
+        player.own_in_log = player.own_in_log.saturating_sub(1);
+        self.queue_missed(player_id, player, left_at, None, now);
+    }
+
+    /// With no connection of the player left as the log has it: what its last connection
+    /// may have missed (after `after` in the log, or recorded since `since`) is pending, as
+    /// every node decides at this same place in the log.
+    fn queue_missed(
+        &self,
+        player_id: &str,
+        player: &mut super::registry::Player,
+        after: Option<(u64, u64)>,
+        since: Option<Instant>,
+        now: Instant,
+    ) {
+        if player.own_in_log + player.remote.len() > 0 {
             return;
         }
-        player.remote.push(remote(node, connection));
-        player.idle_since = None;
-        player.reconnecting_until = None;
-        // The node that holds it sent it the pending queue when it registered, and what
-        // came after live: every other node's copy of the queue is delivered.
+        let outcome = player
+            .mailbox
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .queue_missed(
+                after,
+                since,
+                now,
+                &self.inner.settings.delivery,
+                &self.inner.totals,
+            );
+        self.count_dropped(outcome.dropped_expired, outcome.dropped_overflow);
+        if outcome.queued {
+            tracing::debug!(
+                player_id,
+                "messages its last connection may have missed are pending"
+            );
+        }
+    }
+
+    /// This node's list came back: its connections as the log has them are these.
+    fn own_listed(&self, connections: &[WireConnection<'_>]) {
+        let mut registry = self.write();
+        let registry = &mut *registry;
+        for player in registry.players.values_mut() {
+            player.own_in_log = 0;
+        }
+        for listed in connections {
+            let Some(player) = registry.players.get_mut(&*listed.p) else {
+                continue;
+            };
+            player.own_in_log += 1;
+            if let Some(connection) = player.connections.iter().find(|c| c.id.0 == listed.i) {
+                connection.set_in_log();
+            }
+        }
+    }
+
+    /// Drops `player`'s pending queue: a connection of it, as the log has it, got it.
+    fn drop_pending(&self, player: &mut super::registry::Player) {
         let dropped = player
             .mailbox
             .get_mut()
@@ -271,25 +371,93 @@ impl Hub {
         }
     }
 
-    fn remote_closed(&self, node: &str, player_id: &str, id: ConnectionId) {
+    fn remote_opened(&self, node: &str, connection: &WireConnection<'_>) {
+        if self.is_gone(node) {
+            // Late news of a node already forgotten: it sends its list when it is back.
+            return;
+        }
+        let now = Instant::now();
+        let mut registry = self.write();
+        let registry = &mut *registry;
+        self.expire_players(registry, now);
+        self.add_remote(registry, node, connection);
+    }
+
+    /// Adds another node's connection to its player (once): the player is online, and
+    /// what every node held pending for it is delivered by that node.
+    fn add_remote(&self, registry: &mut Registry, node: &str, connection: &WireConnection<'_>) {
+        let key = super::shared_key(&registry.players, &connection.p);
+        let player = registry.players.entry(key.clone()).or_default();
+        let id = ConnectionId(connection.i);
+        if player.remote.len() >= REMOTE_PER_PLAYER
+            || player.remote.iter().any(|r| r.id == id && *r.node == *node)
+        {
+            return;
+        }
+        let came_online = player.connections.is_empty() && player.remote.is_empty();
+        player.remote.push(remote(node, connection));
+        player.idle_since = None;
+        self.drop_pending(player);
+        if came_online {
+            self.came_online(registry, &key);
+        }
+    }
+
+    fn remote_closed(
+        &self,
+        node: &str,
+        player_id: &str,
+        id: ConnectionId,
+        left_at: Option<(u64, u64)>,
+    ) {
         let now = Instant::now();
         let mut registry = self.write();
         let registry = &mut *registry;
         let Some(player) = registry.players.get_mut(player_id) else {
             return;
         };
+        let before = player.remote.len();
         player.remote.retain(|r| !(r.id == id && *r.node == *node));
+        if player.remote.len() != before {
+            self.queue_missed(player_id, player, left_at, None, now);
+            self.went_away_if_gone(registry, player_id, now);
+        }
+    }
+
+    /// The player lost a connection of another node: with none left anywhere, it is
+    /// `reconnecting` for the grace period, as after its last connection here.
+    fn went_away_if_gone(&self, registry: &mut Registry, player_id: &str, now: Instant) {
+        let gone = registry
+            .players
+            .get(player_id)
+            .is_some_and(|p| p.connections.is_empty() && p.remote.is_empty());
+        if gone {
+            self.went_away(registry, player_id, false, now);
+        }
         self.mark_idle_if_unused(registry, player_id, now);
+    }
+
+    fn is_gone(&self, node: &str) -> bool {
+        self.inner
+            .gone_nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(node)
     }
 
     /// Replaces what this node holds of `node`'s connections with `connections`; when the
     /// node (re)joins, this node's list is due in turn.
     fn node_listed(&self, node: &str, connections: &[WireConnection<'_>], rejoins: bool) {
         let now = Instant::now();
+        self.inner
+            .gone_nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(node);
         {
             let mut registry = self.write();
             let registry = &mut *registry;
-            self.forget_node_in(registry, node, now);
+            self.forget_node_in(registry, node, None, now);
             for connection in connections {
                 self.add_remote(registry, node, connection);
             }
@@ -302,10 +470,16 @@ impl Hub {
     }
 
     /// `node` stopped beating: its connections leave this node's registry.
-    pub(super) fn node_gone(&self, node: &str) {
+    pub(super) fn node_gone(&self, node: &str, silent_for: Duration) {
         let now = Instant::now();
+        self.inner
+            .gone_nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(node.into());
         let mut registry = self.write();
-        let forgotten = self.forget_node_in(&mut registry, node, now);
+        let since = now.checked_sub(silent_for);
+        let forgotten = self.forget_node_in(&mut registry, node, since, now);
         drop(registry);
         tracing::warn!(
             node,
@@ -314,7 +488,15 @@ impl Hub {
         );
     }
 
-    fn forget_node_in(&self, registry: &mut Registry, node: &str, now: Instant) -> usize {
+    /// Forgets `node`'s connections; with `since`, what their players (left with none)
+    /// were sent since then is pending for them.
+    fn forget_node_in(
+        &self,
+        registry: &mut Registry,
+        node: &str,
+        since: Option<Instant>,
+        now: Instant,
+    ) -> usize {
         let mut forgotten = 0;
         let mut idle = Vec::new();
         for (player_id, player) in &mut registry.players {
@@ -323,10 +505,13 @@ impl Hub {
             if player.remote.len() != before {
                 forgotten += before - player.remote.len();
                 idle.push(player_id.clone());
+                if since.is_some() {
+                    self.queue_missed(player_id, player, None, since, now);
+                }
             }
         }
         for player_id in idle {
-            self.mark_idle_if_unused(registry, &player_id, now);
+            self.went_away_if_gone(registry, &player_id, now);
         }
         forgotten
     }
@@ -348,8 +533,16 @@ impl Hub {
         let mut registry = self.write();
         let registry = &mut *registry;
         if own {
-            if let Some(player) = registry.players.get_mut(player_id) {
-                player.sessions_in_flight = player.sessions_in_flight.saturating_sub(1);
+            let Some(player) = registry.players.get_mut(player_id) else {
+                return;
+            };
+            player.sessions_in_flight = player.sessions_in_flight.saturating_sub(1);
+            // With no later change of this node in flight, everything applied so far was
+            // before it in the log: it wins here too (another node's, applied while it was
+            // in flight too long, must not).
+            let named = player.session.as_ref().is_some_and(|c| c.names(session));
+            if player.sessions_in_flight == 0 && !named && !minted {
+                self.replace_session(registry, player_id, session.into(), by_api, now);
             }
             return;
         }
@@ -464,10 +657,11 @@ fn remote(node: &str, connection: &WireConnection<'_>) -> RemoteConnection {
     }
 }
 
-/// The announcer: appends the node's announcements in order (each retried until the log
-/// takes it, but for those the node's list says too, which go when the list is due), and
-/// the list when it is due and the backplane is up, until the hub is gone.
-async fn announce(hub: Weak<Inner>, mut receiver: mpsc::Receiver<Announcement>) {
+/// The announcer: appends the node's announcements in order (a session change or logout
+/// retried while the log is away, for [`RETRY_FOR`] at most; a connection's opening or
+/// closing dropped when the list is due, which says it), and the node's list when it is due
+/// and the backplane is up, until the hub is gone.
+async fn announce(hub: Weak<Inner>, mut receiver: mpsc::UnboundedReceiver<Announcement>) {
     let retry = Duration::from_millis(250);
     let mut waiting: Option<Announcement> = None;
     loop {
@@ -484,33 +678,41 @@ async fn announce(hub: Weak<Inner>, mut receiver: mpsc::Receiver<Announcement>) 
         };
         match next {
             Ok(Some(announcement)) => {
+                if announcement.droppable {
+                    announcer.droppable_waiting.fetch_sub(1, Ordering::AcqRel);
+                }
                 let due = announcer.list_due.load(Ordering::Acquire) != IN_STEP;
-                if !(due && announcement.in_list)
-                    && backplane.append(announcement.entry.clone()).await.is_err()
-                {
-                    if announcement.in_list {
+                let skip = due && announcement.droppable;
+                if !skip && backplane.append(announcement.entry.clone()).await.is_err() {
+                    if announcement.droppable {
                         announcer.list_due(false);
-                    } else {
-                        // A session change or a logout: kept, in order, until the log
-                        // takes it.
+                    } else if Instant::now() < announcement.give_up {
                         waiting = Some(announcement);
                         drop(hub);
                         tokio::time::sleep(retry).await;
                         continue;
+                    } else {
+                        tracing::warn!(
+                            "a session change or logout could not reach the cluster's log \
+                             for 10 s: the other nodes will not see it"
+                        );
                     }
                 }
             }
             Ok(None) => return,
             Err(_) => {}
         }
-        let due = announcer.list_due.load(Ordering::Acquire);
-        if due != IN_STEP && backplane.status().state == BackplaneState::Up {
-            announcer.list_due.store(IN_STEP, Ordering::Release);
+        if announcer.list_due.load(Ordering::Acquire) != IN_STEP
+            && backplane.status().state == BackplaneState::Up
+        {
+            let due = announcer.list_due.swap(IN_STEP, Ordering::AcqRel);
             let sent = match hub.node_list(due == REJOIN) {
                 Some(list) => backplane.append(list).await.is_ok(),
                 None => true,
             };
-            if !sent {
+            if sent {
+                announcer.dropping_logged.store(false, Ordering::Release);
+            } else {
                 announcer.list_due(due == REJOIN);
             }
         }

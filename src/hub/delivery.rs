@@ -324,11 +324,17 @@ impl Hub {
             self.send_frame(connection, &publish.frame, report, failed);
         }
         let reached = report.delivered - reached_before;
-        // Connections other nodes hold got it there: it is pending only with none anywhere.
+        // In a cluster, pending only with no connection anywhere as the log has it: every
+        // node decides the same at the same place in the log.
+        let connected = if self.backplane().is_some() {
+            player.own_in_log + player.remote.len()
+        } else {
+            reached
+        };
         let recorded = mailbox.record(
             &publish.frame,
             &publish.meta,
-            reached + player.remote.len(),
+            connected,
             &self.inner.settings.delivery,
             &self.inner.totals,
         );

@@ -644,6 +644,52 @@ impl Mailbox {
         }
     }
 
+    /// In a cluster, when the player's last connection left as the log has it: queues what
+    /// the replay buffer holds that its connections may not have got (published after the
+    /// connection left its node: after log position `after`; or, for a node found gone,
+    /// recorded since `since`), as it would have been queued then. How many it queued.
+    pub(super) fn queue_missed(
+        &mut self,
+        after: Option<(u64, u64)>,
+        since: Option<Instant>,
+        now: Instant,
+        settings: &DeliverySettings,
+        totals: &Totals,
+    ) -> RecordOutcome {
+        let mut outcome = RecordOutcome::default();
+        if settings.pending_count == 0 {
+            return outcome;
+        }
+        let missed: Vec<(Frame, Meta)> = self
+            .replay
+            .iter()
+            .filter(|r| r.expires > now)
+            .filter(|r| {
+                let order = super::backplane::log_order(r.frame.id());
+                after.is_some_and(|after| order > Some(after))
+                    || since.is_some_and(|since| r.at >= since)
+            })
+            .filter(|r| !self.pending.iter().any(|p| p.frame.same(&r.frame)))
+            .map(|r| {
+                let meta = Meta {
+                    at: r.at,
+                    expires: r.expires,
+                    priority: r.priority,
+                    ack: false,
+                };
+                (r.frame.clone(), meta)
+            })
+            .collect();
+        for (frame, meta) in missed {
+            let mut queued = RecordOutcome::default();
+            self.queue(&frame, &meta, settings, totals, &mut queued);
+            outcome.queued |= queued.queued;
+            outcome.dropped_expired += queued.dropped_expired;
+            outcome.dropped_overflow += queued.dropped_overflow;
+        }
+        outcome
+    }
+
     /// Empties the pending queue without delivering it (another node of the cluster did):
     /// how many it held.
     pub(super) fn drop_pending(&mut self, totals: &Totals) -> usize {

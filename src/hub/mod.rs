@@ -325,6 +325,9 @@ struct Inner {
     announcer: Option<cluster::Announcer>,
     /// With a backplane: the last log entry applied.
     log_position: std::sync::Mutex<Option<(u64, u64)>>,
+    /// With a backplane: nodes that stopped beating, whose late announcements are ignored
+    /// until they send their list again.
+    gone_nodes: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
 }
 
 impl Drop for Inner {
@@ -392,6 +395,7 @@ impl Hub {
                 warned_local_publish: AtomicBool::new(false),
                 announcer: has_backplane.then(cluster::Announcer::new),
                 log_position: std::sync::Mutex::new(None),
+                gone_nodes: std::sync::Mutex::default(),
             }),
         };
         hub.start_backplane();
@@ -603,3 +607,6 @@ mod liveness_tests;
 
 #[cfg(test)]
 mod delivery_tests;
+
+#[cfg(test)]
+mod cluster_tests;

@@ -239,6 +239,11 @@ pub(super) struct Player {
     pub(super) sessions_in_flight_until: Option<Instant>,
     /// Whether the last of them was a session minted for an unnamed connection.
     pub(super) session_in_flight_minted: bool,
+    /// On a hub with a backplane: this node's connections of the player as the log has
+    /// them (opened and back from the log, not yet closed in it). With `remote`, what
+    /// every node counts, at the same place in the log, to decide whether a message is
+    /// pending.
+    pub(super) own_in_log: usize,
 }
 
 impl Player {

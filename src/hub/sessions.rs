@@ -318,13 +318,15 @@ impl Hub {
     /// On a hub with a [backplane](super::Backplane), every node ends the player's
     /// connections it holds.
     pub fn logout(&self, player_id: &str) -> usize {
-        let ended = self.logout_here(player_id);
+        let ended = self.logout_here(player_id, false);
         self.announce_logout(player_id);
         ended
     }
 
-    /// [`logout`](Self::logout) on this node only: what another node's logout does here.
-    pub(super) fn logout_here(&self, player_id: &str) -> usize {
+    /// [`logout`](Self::logout) on this node only: what another node's logout does here,
+    /// where it ends only the connections whose opening came back from the log before it
+    /// (`in_log_only`).
+    pub(super) fn logout_here(&self, player_id: &str, in_log_only: bool) -> usize {
         let now = Instant::now();
         let mut registry = self.write();
         let registry = &mut *registry;
@@ -337,6 +339,7 @@ impl Hub {
         let ended = player
             .connections
             .iter()
+            .filter(|c| !in_log_only || c.is_in_log())
             .filter(|c| self.end_connection(c, DisconnectReason::Logout))
             .count();
         self.logged_out_while_reconnecting(registry, player_id);
