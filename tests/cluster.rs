@@ -586,3 +586,105 @@ async fn a_node_started_later_serves_a_resume_from_the_log_a_restart_is_no_new_e
     let recovery = lost.next_named("recovery").await;
     assert_eq!(recovery["data"]["complete"], false, "{recovery}");
 }
+
+#[tokio::test]
+async fn a_rolling_restart_of_every_node_lets_clients_resume_with_nothing_lost() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = cluster(&redis).await;
+    let mut nodes = vec![a, b, c];
+    let names = ["a", "b", "c"];
+    let players = ["ann", "ben", "cat"];
+    // One player on each node, all in one room.
+    let mut clients = Vec::new();
+    for (i, player) in players.iter().enumerate() {
+        let path = format!("/api/rooms/lobby/members/{player}");
+        let (status, _) = nodes[0]
+            .request("PUT", &path, Some(&service_token()), None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        clients.push(
+            nodes[i]
+                .sse(&format!("/sse/{player}"), &player_token(player))
+                .await,
+        );
+    }
+    let everyone: Vec<&TestServer> = nodes.iter().collect();
+    for player in players {
+        seen_everywhere(&everyone, player, 1).await;
+    }
+    let mut last = vec![String::new(); 3];
+    for i in 0..3 {
+        // A room message before node i goes: everyone gets it.
+        let other = (i + 1) % 3;
+        let (_, report) = publish(
+            &nodes[other],
+            "/api/rooms/lobby/messages",
+            json!({"type": "before", "data": i}),
+        )
+        .await;
+        assert_eq!(report["delivered"], 3, "round {i}: {report}");
+        for (client, last) in clients.iter_mut().zip(last.iter_mut()) {
+            let got = client.next_json().await;
+            assert_eq!(got["id"], report["id"]);
+            *last = report["id"].as_str().unwrap().to_owned();
+        }
+        // Node i restarts; its player misses a message meanwhile.
+        let old = nodes.remove(i);
+        old.shutdown().await;
+        for node in &nodes {
+            poll_until("the others see it leave", || {
+                (node.hub.backplane_status()?.peers == 1).then_some(())
+            })
+            .await;
+        }
+        let (_, missed) = publish(
+            &nodes[(i + 1) % 2],
+            "/api/rooms/lobby/messages",
+            json!({"type": "missed", "data": i}),
+        )
+        .await;
+        let restarted = node(&redis, names[i]).await;
+        nodes.insert(i, restarted);
+        for node in &nodes {
+            poll_until("the cluster is whole again", || {
+                let status = node.hub.backplane_status()?;
+                (status.state == BackplaneState::Up && status.peers == 2).then_some(())
+            })
+            .await;
+        }
+        // Its player comes back to the restarted node, resuming: nothing lost.
+        let player = players[i];
+        let mut back = sse_at(
+            nodes[i].addr,
+            &format!("/sse/{player}"),
+            &[
+                ("authorization", format!("Bearer {}", player_token(player))),
+                ("last-event-id", last[i].clone()),
+            ],
+        )
+        .await
+        .expect("the stream opens");
+        assert_eq!(back.next_json().await["id"], missed["id"], "round {i}");
+        let recovery = back.next_named("recovery").await;
+        assert_eq!(
+            recovery["data"],
+            json!({"complete": true, "replayed": 1}),
+            "round {i}"
+        );
+        clients[i] = back;
+        for (j, client) in clients.iter_mut().enumerate() {
+            if j != i {
+                assert_eq!(client.next_json().await["id"], missed["id"], "round {i}");
+            }
+        }
+        let everyone: Vec<&TestServer> = nodes.iter().collect();
+        for player in players {
+            seen_everywhere(&everyone, player, 1).await;
+        }
+        // The restarted node knows the room's members from the others' lists.
+        assert!(
+            nodes[i].hub.is_member("lobby", players[(i + 1) % 3]),
+            "round {i}"
+        );
+    }
+}

@@ -331,10 +331,30 @@ pub(super) struct Entry<'a> {
     /// Every connection of the node (`n`).
     #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
     pub(super) n: Vec<WireConnection<'a>>,
+    /// `n`: what the node knows of its players' state (sessions, rooms), which a node
+    /// that knows nothing of a player (it started later) takes.
+    #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) pl: Vec<WirePlayer<'a>>,
     /// `c-`: the last log entry its node had applied when the connection left it; what
     /// came after may not have reached it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) q: Option<(u64, u64)>,
+}
+
+/// A player's state as a node's list carries it.
+#[derive(Serialize, Deserialize, Clone)]
+pub(super) struct WirePlayer<'a> {
+    #[serde(borrow)]
+    pub(super) p: Cow<'a, str>,
+    /// The current session, then its aliases.
+    #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) s: Vec<Cow<'a, str>>,
+    /// Sessions replaced, oldest first.
+    #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) x: Vec<Cow<'a, str>>,
+    /// Its rooms.
+    #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) r: Vec<Cow<'a, str>>,
 }
 
 /// A connection as nodes announce it.

@@ -36,7 +36,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::backplane::{BackplaneState, Entry, WireConnection};
+use super::backplane::{BackplaneState, Entry, WireConnection, WirePlayer};
 use super::registry::{Registry, RemoteConnection};
 use super::sessions::{remember, CurrentSession};
 use super::{Hub, Inner};
@@ -269,7 +269,7 @@ impl Hub {
                 self.logout_here(player_id, true);
             }
             ("n", true) => self.own_listed(&entry.n),
-            ("n", false) => self.node_listed(&entry.o, &entry.n, entry.f),
+            ("n", false) => self.node_listed(&entry.o, &entry.n, &entry.pl, entry.f),
             ("a" | "o", true) => {}
             _ => return false,
         }
@@ -447,7 +447,13 @@ impl Hub {
 
     /// Replaces what this node holds of `node`'s connections with `connections`; when the
     /// node (re)joins, this node's list is due in turn.
-    fn node_listed(&self, node: &str, connections: &[WireConnection<'_>], rejoins: bool) {
+    fn node_listed(
+        &self,
+        node: &str,
+        connections: &[WireConnection<'_>],
+        players: &[WirePlayer<'_>],
+        rejoins: bool,
+    ) {
         let now = Instant::now();
         self.inner
             .gone_nodes
@@ -458,14 +464,104 @@ impl Hub {
             let mut registry = self.write();
             let registry = &mut *registry;
             self.forget_node_in(registry, node, None, now);
+            for listed in players {
+                self.adopt_state(registry, listed, now);
+            }
             for connection in connections {
                 self.add_remote(registry, node, connection);
             }
         }
+        let synced = {
+            let mut listed = self
+                .inner
+                .listed_nodes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            listed.insert(node.into());
+            self.backplane()
+                .is_some_and(|b| b.peers().iter().all(|peer| listed.contains(peer)))
+        };
+        if synced && !self.inner.cluster_synced.swap(true, Ordering::AcqRel) {
+            tracing::debug!("every peer's list is in: this node's players are the cluster's");
+        }
+        self.inner.node_listed.notify_waiters();
         if rejoins {
             if let Some(announcer) = self.announcer() {
                 announcer.list_due(false);
             }
+        }
+    }
+
+    /// Waits (at most `limit`) until every live peer's list has come since this node
+    /// started: what it knows of players' rooms and sessions is then the cluster's.
+    pub(super) async fn peers_listed(&self, limit: Duration) {
+        let Some(backplane) = self.backplane() else {
+            return;
+        };
+        let deadline = Instant::now() + limit;
+        loop {
+            let listed = self.inner.node_listed.notified();
+            let all = {
+                let known = self
+                    .inner
+                    .listed_nodes
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                backplane.peers().iter().all(|peer| known.contains(peer))
+            };
+            if all || tokio::time::timeout_at(deadline, listed).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Takes another node's state of a player: all of it for a player this node knows
+    /// nothing of, and merged in (sessions, replaced sessions, rooms) while this node has
+    /// not had every peer's list since it started (what it decided alone meanwhile, such as
+    /// a session minted for a connection, joins the cluster's). Otherwise the log kept this
+    /// node's state in step, and it is kept.
+    fn adopt_state(&self, registry: &mut Registry, listed: &WirePlayer<'_>, now: Instant) {
+        let fresh = registry
+            .players
+            .get(&*listed.p)
+            .is_none_or(|p| p.session.is_none() && p.rooms.is_empty() && p.replaced.is_empty());
+        if !fresh && self.inner.cluster_synced.load(Ordering::Acquire) {
+            return;
+        }
+        let remembered = self.inner.settings.remembered_sessions;
+        let player = self.player_entry(registry, &listed.p, now);
+        for old in &listed.x {
+            remember(&mut player.replaced, Arc::from(&**old), remembered);
+        }
+        let mut sessions = listed.s.iter();
+        if let Some(current) = sessions.next() {
+            match player.session.as_mut() {
+                Some(ours) if ours.names(current) => {}
+                Some(ours) => {
+                    let mine = std::mem::replace(&mut ours.id, Arc::from(&**current));
+                    self::alias(ours, mine, remembered);
+                }
+                None => player.session = Some(CurrentSession::new(Arc::from(&**current), false)),
+            }
+            if let Some(session) = player.session.as_mut() {
+                for alias in sessions {
+                    if !session.names(alias) {
+                        self::alias(session, Arc::from(&**alias), remembered);
+                    }
+                }
+            }
+        }
+        let key = super::shared_key(&registry.players, &listed.p);
+        for room in &listed.r {
+            let room_key = super::shared_key(&registry.rooms, room);
+            if let Some(player) = registry.players.get_mut(&*listed.p) {
+                player.rooms.insert(room_key.clone());
+            }
+            registry
+                .rooms
+                .entry(room_key)
+                .or_default()
+                .insert(key.clone());
         }
     }
 
@@ -599,11 +695,27 @@ impl Hub {
             .filter(|c| c.end_reason().is_none())
             .map(|c| wire(c))
             .collect();
+        let players: Vec<WirePlayer<'_>> = registry
+            .players
+            .iter()
+            .filter(|(_, p)| p.session.is_some() || !p.rooms.is_empty() || !p.replaced.is_empty())
+            .map(|(id, p)| WirePlayer {
+                p: Cow::Borrowed(id),
+                s: p.session
+                    .iter()
+                    .flat_map(|s| std::iter::once(&s.id).chain(&s.aliases))
+                    .map(|s| Cow::Borrowed(&**s))
+                    .collect(),
+                x: p.replaced.iter().map(|s| Cow::Borrowed(&**s)).collect(),
+                r: p.rooms.iter().map(|r| Cow::Borrowed(&**r)).collect(),
+            })
+            .collect();
         let entry = Entry {
             o: Cow::Borrowed(node),
             k: Cow::Borrowed("n"),
             f: rejoin,
             n: connections,
+            pl: players,
             ..Entry::default()
         };
         serde_json::to_vec(&entry).ok()

@@ -328,6 +328,12 @@ struct Inner {
     /// With a backplane: nodes that stopped beating, whose late announcements are ignored
     /// until they send their list again.
     gone_nodes: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
+    /// With a backplane: the nodes whose list this node has had since it started (what
+    /// they know of players' sessions and rooms), and a wake-up for each new one.
+    listed_nodes: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
+    node_listed: Notify,
+    /// With a backplane: whether every peer's list has come since this node started.
+    cluster_synced: AtomicBool,
 }
 
 impl Drop for Inner {
@@ -396,6 +402,9 @@ impl Hub {
                 announcer: has_backplane.then(cluster::Announcer::new),
                 log_position: std::sync::Mutex::new(None),
                 gone_nodes: std::sync::Mutex::default(),
+                listed_nodes: std::sync::Mutex::default(),
+                node_listed: Notify::new(),
+                cluster_synced: AtomicBool::new(false),
             }),
         };
         hub.start_backplane();

@@ -102,6 +102,9 @@ impl Hub {
         mut local: VecDeque<Frame>,
     ) -> VecDeque<Frame> {
         let settings = self.inner.settings.delivery;
+        // A node just started learns the players' rooms from the others' lists: the
+        // player's room messages are found once they came.
+        self.peers_listed(std::time::Duration::from_secs(2)).await;
         let replayed = match self.backplane() {
             Some(backplane) => tokio::time::timeout(
                 std::time::Duration::from_secs(3),
