@@ -11,6 +11,8 @@
 #
 # Cases, each as fast as possible and paced at 20 publishes/s:
 #   one-node        one server, no backplane: the baseline
+#   one-node-2x     one server, no backplane, as many subscribers as two-nodes has: the
+#                   same work on core 0 as two-nodes, without the backplane
 #   one-node-redis  one server on the Redis backplane, a cluster of one: the log round-trip
 #   two-nodes       two servers (a, b) on one Redis, as many subscribers on each as
 #                   one-node has, publishes through a
@@ -200,10 +202,12 @@ run_case() {
   local nodes players redis_url=""
   case "$case" in
     one-node) nodes=1 ;;
+    one-node-2x) nodes=1 ;;
     one-node-redis) nodes=1; start_redis; redis_url="redis://127.0.0.1:$redis_port" ;;
     two-nodes) nodes=2; start_redis; redis_url="redis://127.0.0.1:$redis_port" ;;
   esac
   players=$((per_node * nodes))
+  [ "$case" = one-node-2x ] && players=$((per_node * 2))
   if [ "$nodes" = 1 ]; then
     start_server a "$redis_url"
   else
@@ -243,7 +247,7 @@ run_case() {
   stop_redis
 }
 
-for case in one-node one-node-redis two-nodes; do
+for case in one-node one-node-2x one-node-redis two-nodes; do
   for load in "${loads[@]}"; do
     name=${load%%|*}
     read -r -a args <<< "${load#*|}"

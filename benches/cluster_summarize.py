@@ -10,7 +10,7 @@ with open(path) as lines:
         record = json.loads(line)
         runs.setdefault((record["case"], record["load"]), []).append(record)
 
-CASES = ["one-node", "one-node-redis", "two-nodes"]
+CASES = ["one-node", "one-node-2x", "one-node-redis", "two-nodes"]
 LOADS = {"fanout": "as fast as possible", "latency": "paced"}
 
 

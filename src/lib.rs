@@ -62,10 +62,10 @@ pub use error::ApiError;
 pub use extract::{ApiTarget, RequestedPlayer};
 pub use hub::{
     AckOutcome, Audience, Backplane, BackplaneError, BackplaneState, BackplaneStatus, Census,
-    ConnectionGuard, DeliveryReport, DeliverySettings, EstablishmentFigures, HealthCount,
-    HealthTrends, HeartbeatSettings, Hub, HubAdmission, HubEvent, HubSettings, NodeDelivery,
-    Outbox, Performance, Presence, RegisterError, Registration, SessionBegun, SessionInfo,
-    SHUTDOWN_GRACE,
+    ClusterFigures, ConnectionGuard, DeliveryReport, DeliverySettings, EstablishmentFigures,
+    HealthCount, HealthTrends, HeartbeatSettings, Hub, HubAdmission, HubEvent, HubSettings,
+    NodeDelivery, Outbox, Performance, Presence, RegisterError, Registration, SessionBegun,
+    SessionInfo, SHUTDOWN_GRACE,
 };
 pub use inbound::{ClientMessage, InboundSettings, MessageHandler};
 pub use limits::ServeSettings;

@@ -688,3 +688,61 @@ async fn a_rolling_restart_of_every_node_lets_clients_resume_with_nothing_lost()
         );
     }
 }
+
+#[tokio::test]
+async fn stats_and_monitoring_answer_for_the_cluster_from_any_node() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = cluster(&redis).await;
+    let _ws = b.ws("/api/ws/alice", &player_token("alice")).await;
+    let _sse = c.sse("/sse/alice", &player_token("alice")).await;
+    let _bob = c.sse("/sse/bob", &player_token("bob")).await;
+    seen_everywhere(&[&a, &b, &c], "alice", 2).await;
+    seen_everywhere(&[&a, &b, &c], "bob", 1).await;
+    publish(&a, "/api/players/alice/messages", json!({"type": "x"})).await;
+
+    let (status, stats) = a
+        .request(
+            "GET",
+            "/api/connections/stats",
+            Some(&service_token()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(stats["total_players"], 2, "{stats}");
+    assert_eq!(stats["total_connections"], 3, "{stats}");
+    assert_eq!(
+        stats["connection_distribution"]["dual_connections"], 1,
+        "{stats}"
+    );
+    assert_eq!(stats["connection_distribution"]["sse_only"], 1, "{stats}");
+    assert_eq!(
+        stats["cluster"]["nodes"].as_array().unwrap().len(),
+        3,
+        "{stats}"
+    );
+    assert_eq!(stats["cluster"]["nodes"][0], "a", "{stats}");
+    assert_eq!(stats["cluster"]["unanswered"], json!([]), "{stats}");
+
+    let (_, performance) = a
+        .request(
+            "GET",
+            "/monitoring/performance",
+            Some(&service_token()),
+            None,
+        )
+        .await;
+    let delivery = &performance["message_delivery"];
+    assert_eq!(
+        delivery["total_messages_sent"], 1,
+        "one publish, counted once: {performance}"
+    );
+    assert_eq!(
+        delivery["successful_deliveries"], 2,
+        "B's and C's: {performance}"
+    );
+    assert_eq!(
+        performance["connection_establishment"]["total_connections"],
+        3
+    );
+}

@@ -109,12 +109,12 @@ impl PublishApi {
             ApiTarget::ConnectionStats => {
                 allow(&method, &[Method::GET])?;
                 require_privileged(&request)?;
-                monitoring::connection_stats(&self.hub)
+                monitoring::connection_stats(&self.hub.figures().await)
             }
             ApiTarget::Monitoring(view) => {
                 allow(&method, &[Method::GET])?;
                 require_privileged(&request)?;
-                monitoring::monitoring(&self.hub, view)
+                monitoring::monitoring(&self.hub.figures().await, view)
             }
             ApiTarget::Logout(player) => {
                 allow(&method, &[Method::POST])?;

@@ -23,7 +23,7 @@ use super::json_response;
 use crate::body::ResponseBody;
 use crate::connection::{ConnectionInfo, ConnectionKind, Health};
 use crate::error::ApiError;
-use crate::hub::{percentage, Census, HealthCount, Hub, Presence};
+use crate::hub::{percentage, Census, ClusterFigures, HealthCount, Hub, Presence};
 
 /// A monitoring view: the last segment of `/monitoring/{view}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +82,29 @@ impl From<HealthCount> for HealthFigures {
     }
 }
 
+/// On a node of a cluster: whose figures an answer holds.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ClusterAnswered {
+    /// The nodes whose figures are in, this node first.
+    nodes: Vec<String>,
+    /// The live nodes that had not answered within the wait: their connections' health
+    /// and their deliveries are not counted.
+    unanswered: Vec<String>,
+}
+
+impl ClusterAnswered {
+    fn of(figures: &ClusterFigures) -> Option<Self> {
+        let names = |list: &Option<Vec<std::sync::Arc<str>>>| -> Option<Vec<String>> {
+            list.as_ref()
+                .map(|list| list.iter().map(|n| n.to_string()).collect())
+        };
+        Some(Self {
+            nodes: names(&figures.nodes)?,
+            unanswered: names(&figures.unanswered).unwrap_or_default(),
+        })
+    }
+}
+
 fn average_per_session(census: &Census) -> f64 {
     if census.sessions == 0 {
         return 0.0;
@@ -100,6 +123,9 @@ pub(crate) struct ConnectionStats {
     connection_distribution: StatsDistribution,
     session_statistics: SessionStatistics,
     health_statistics: HealthStatistics,
+    /// On a node of a cluster: the nodes counted, and those that did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterAnswered>,
 }
 
 /// Players by the kinds of connection they hold.
@@ -134,8 +160,10 @@ pub(crate) struct HealthStatistics {
 }
 
 /// `GET /api/connections/stats`.
-pub(crate) fn connection_stats(hub: &Hub) -> Result<Response<ResponseBody>, ApiError> {
-    let census = hub.census();
+pub(crate) fn connection_stats(
+    figures: &ClusterFigures,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let census = figures.census;
     let connections = census.connections();
     ok(&ConnectionStats {
         total_players: census.players,
@@ -154,6 +182,7 @@ pub(crate) fn connection_stats(hub: &Hub) -> Result<Response<ResponseBody>, ApiE
             unhealthy_connections: connections.unhealthy(),
             health_percentage: connections.percentage(),
         },
+        cluster: ClusterAnswered::of(figures),
     })
 }
 
@@ -163,6 +192,9 @@ pub(crate) struct DualConnections {
     connection_distribution: DualDistribution,
     connection_health: HealthFigures,
     session_analytics: SessionAnalytics,
+    /// On a node of a cluster: the nodes counted, and those that did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterAnswered>,
 }
 
 /// Players by the kinds of connection they hold.
@@ -192,8 +224,10 @@ pub(crate) struct SessionAnalytics {
 }
 
 /// `GET /monitoring/dual-connections`.
-pub(crate) fn dual_connections(hub: &Hub) -> Result<Response<ResponseBody>, ApiError> {
-    let census = hub.census();
+pub(crate) fn dual_connections(
+    figures: &ClusterFigures,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let census = figures.census;
     ok(&DualConnections {
         connection_distribution: DualDistribution {
             total_players: census.players,
@@ -208,6 +242,7 @@ pub(crate) fn dual_connections(hub: &Hub) -> Result<Response<ResponseBody>, ApiE
             sessions_with_connections: census.sessions,
             average_connections_per_session: average_per_session(&census),
         },
+        cluster: ClusterAnswered::of(figures),
     })
 }
 
@@ -219,6 +254,9 @@ pub(crate) struct PerformanceView {
     /// When this answer was made.
     #[schema(format = DateTime)]
     timestamp: String,
+    /// On a node of a cluster: the nodes counted, and those that did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterAnswered>,
 }
 
 /// Live connections and measured establishment times since the server started.
@@ -254,9 +292,9 @@ pub(crate) struct MessageDelivery {
 }
 
 /// `GET /monitoring/performance`.
-pub(crate) fn performance(hub: &Hub) -> Result<Response<ResponseBody>, ApiError> {
-    let performance = hub.performance();
-    let census = hub.census();
+pub(crate) fn performance(figures: &ClusterFigures) -> Result<Response<ResponseBody>, ApiError> {
+    let performance = figures.performance;
+    let census = figures.census;
     ok(&PerformanceView {
         connection_establishment: ConnectionEstablishment {
             total_connections: census.connections().total,
@@ -274,6 +312,7 @@ pub(crate) fn performance(hub: &Hub) -> Result<Response<ResponseBody>, ApiError>
             delivery_success_rate: performance.delivery_success_rate(),
         },
         timestamp: rfc3339(SystemTime::now()),
+        cluster: ClusterAnswered::of(figures),
     })
 }
 
@@ -283,6 +322,9 @@ pub(crate) struct ConnectionHealthView {
     overall_health: HealthFigures,
     connection_type_health: ConnectionTypeHealth,
     health_trends: HealthTrendsView,
+    /// On a node of a cluster: the nodes counted, and those that did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterAnswered>,
 }
 
 /// Health by transport.
@@ -329,9 +371,11 @@ pub(crate) struct HealthTrendsView {
 }
 
 /// `GET /monitoring/connection-health`.
-pub(crate) fn connection_health(hub: &Hub) -> Result<Response<ResponseBody>, ApiError> {
-    let census = hub.census();
-    let trends = hub.health_trends();
+pub(crate) fn connection_health(
+    figures: &ClusterFigures,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let census = figures.census;
+    let trends = figures.trends;
     ok(&ConnectionHealthView {
         overall_health: census.connections().into(),
         connection_type_health: ConnectionTypeHealth {
@@ -342,18 +386,19 @@ pub(crate) fn connection_health(hub: &Hub) -> Result<Response<ResponseBody>, Api
             last_hour_health_percentage: trends.last_hour,
             last_24_hours_health_percentage: trends.last_24_hours,
         },
+        cluster: ClusterAnswered::of(figures),
     })
 }
 
 /// `GET /monitoring/{view}`.
 pub(crate) fn monitoring(
-    hub: &Hub,
+    figures: &ClusterFigures,
     view: MonitoringView,
 ) -> Result<Response<ResponseBody>, ApiError> {
     match view {
-        MonitoringView::DualConnections => dual_connections(hub),
-        MonitoringView::Performance => performance(hub),
-        MonitoringView::ConnectionHealth => connection_health(hub),
+        MonitoringView::DualConnections => dual_connections(figures),
+        MonitoringView::Performance => performance(figures),
+        MonitoringView::ConnectionHealth => connection_health(figures),
     }
 }
 

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::delivery::{NodeDelivery, Publish};
-use super::{DeliveryReport, Hub, Inner};
+use super::{ClusterFigures, DeliveryReport, Hub, Inner};
 use crate::message::{unix_millis, Frame, Message};
 
 /// A boxed, sendable future: what a [`Backplane`] returns for an append.
@@ -281,6 +281,8 @@ enum Answer {
     Local(Applied),
     /// Another node's counts.
     Remote(NodeDelivery),
+    /// Another node's figures.
+    Figures(Arc<str>, super::figures::NodeFigures),
 }
 
 /// What applying one entry did here.
@@ -419,16 +421,24 @@ impl<'a> WireMessage<'a> {
 }
 
 /// Another node's answer. Short keys, as the entries.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Default)]
 struct WireAnswer<'a> {
     r: u64,
     #[serde(borrow)]
     n: Cow<'a, str>,
+    #[serde(default)]
     d: usize,
+    #[serde(default)]
     w: usize,
+    #[serde(default)]
     s: usize,
+    #[serde(default)]
     f: usize,
+    #[serde(default)]
     q: bool,
+    /// The answer to a figures request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fig: Option<super::figures::NodeFigures>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     p: Option<usize>,
 }
@@ -516,7 +526,7 @@ impl Hub {
                         nodes.push(node);
                     }
                 }
-                Ok(Some(Answer::Local(Applied::Membership(_)))) => {}
+                Ok(Some(Answer::Local(Applied::Membership(_)) | Answer::Figures(..))) => {}
                 Ok(None) | Err(_) => break,
             }
         }
@@ -575,6 +585,66 @@ impl Hub {
                     ))
                 }
             }
+        }
+    }
+
+    /// The figures of every node of the cluster (or of this hub alone without a
+    /// backplane): this node's, and the others' as they answered within
+    /// [`report_wait`](super::HubSettings::report_wait). With the log unreachable, this
+    /// node's own, every peer `unanswered`.
+    pub async fn figures(&self) -> ClusterFigures {
+        let here = self.node_figures();
+        let players = match self.backplane() {
+            Some(_) => self.cluster_players(),
+            None => here.census,
+        };
+        let Some(backplane) = self.backplane().cloned() else {
+            return ClusterFigures::merge(self, players, here, &[]);
+        };
+        let peers = backplane.peers();
+        let entry = Entry {
+            o: Cow::Borrowed(backplane.node_id()),
+            k: Cow::Borrowed("f"),
+            ..Entry::default()
+        };
+        let mut others: Vec<(Arc<str>, super::figures::NodeFigures)> = Vec::new();
+        if let Ok((_, mut answers, _guard)) = self.append(&*backplane, entry).await {
+            let deadline = Instant::now() + self.inner.settings.report_wait;
+            while others.iter().filter(|(n, _)| peers.contains(n)).count() < peers.len() {
+                match tokio::time::timeout_at(deadline, answers.recv()).await {
+                    Ok(Some(Answer::Figures(node, figures))) => {
+                        if !others.iter().any(|(n, _)| *n == node) {
+                            others.push((node, figures));
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        let mut figures = ClusterFigures::merge(self, players, here, &others);
+        figures.unanswered = Some(
+            peers
+                .into_iter()
+                .filter(|peer| !others.iter().any(|(n, _)| n == peer))
+                .collect(),
+        );
+        figures
+    }
+
+    /// Answers another node's figures request `request`.
+    pub(super) fn answer_figures(&self, origin: &str, request: u64) {
+        let Some(backplane) = self.backplane() else {
+            return;
+        };
+        let answer = WireAnswer {
+            r: request,
+            n: Cow::Borrowed(backplane.node_id()),
+            fig: Some(self.node_figures()),
+            ..WireAnswer::default()
+        };
+        if let Ok(bytes) = serde_json::to_vec(&answer) {
+            backplane.answer(origin, bytes);
         }
     }
 
@@ -701,6 +771,7 @@ impl Hub {
                 f: report.failed,
                 q: report.queued,
                 p: report.players,
+                fig: None,
             };
             if let Ok(bytes) = serde_json::to_vec(&answer) {
                 backplane.answer(&entry.o, bytes);
@@ -714,6 +785,12 @@ impl Hub {
             tracing::debug!("an answer from another node this node does not understand: skipped");
             return;
         };
+        if let Some(figures) = answer.fig {
+            self.inner
+                .waiting
+                .send(answer.r, Answer::Figures(Arc::from(&*answer.n), figures));
+            return;
+        }
         self.inner.waiting.send(
             answer.r,
             Answer::Remote(NodeDelivery {

@@ -270,7 +270,8 @@ impl Hub {
             }
             ("n", true) => self.own_listed(&entry.n),
             ("n", false) => self.node_listed(&entry.o, &entry.n, &entry.pl, entry.f),
-            ("a" | "o", true) => {}
+            ("f", false) => self.answer_figures(&entry.o, entry.r),
+            ("a" | "o" | "f", true) => {}
             _ => return false,
         }
         true

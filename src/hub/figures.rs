@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::PoisonError;
 use std::time::Duration;
 
-use serde::Serialize;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::Hub;
@@ -143,7 +145,7 @@ pub fn percentage(part: usize, whole: usize) -> f64 {
 }
 
 /// Establishment times of one transport since the hub started.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EstablishmentFigures {
     /// Connections whose establishment was measured (those registered with
     /// [`Registration::requested_at`](super::Registration::requested_at), as the handlers
@@ -156,7 +158,7 @@ pub struct EstablishmentFigures {
 }
 
 /// What the hub has measured since it started.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Performance {
     /// WebSocket establishment times.
     pub websocket: EstablishmentFigures,
@@ -183,7 +185,7 @@ impl Performance {
 }
 
 /// Healthy connections among some.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthCount {
     /// Connections counted.
     pub total: usize,
@@ -218,7 +220,7 @@ impl HealthCount {
 }
 
 /// The live connections now, by player and kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Census {
     /// Players with at least one live connection.
     pub players: usize,
@@ -247,7 +249,7 @@ impl Census {
 /// The share of healthy connections over rolling windows, from the keeper's samples (one
 /// a minute while the keeper runs: whenever a connection has heartbeats or a credential
 /// deadline, as every connection through the default stack does).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HealthTrends {
     /// Over the last hour; `None` before a sample saw a connection.
     pub last_hour: Option<f64>,
@@ -255,7 +257,147 @@ pub struct HealthTrends {
     pub last_24_hours: Option<f64>,
 }
 
+/// The figures of a cluster (SPEC §10), or of this hub alone without a backplane; see
+/// [`Hub::figures`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ClusterFigures {
+    /// The live connections of every node, by player and kind: players and kinds from this
+    /// node's view of the cluster (exact); health counted by the nodes that answered.
+    pub census: Census,
+    /// Establishment times and deliveries of the nodes that answered (each publish
+    /// counted once).
+    pub performance: Performance,
+    /// The share of healthy connections, over the nodes that answered (weighted by their
+    /// connections).
+    pub trends: HealthTrends,
+    /// In a cluster: the nodes whose figures are in, this node first.
+    pub nodes: Option<Vec<Arc<str>>>,
+    /// In a cluster: the live nodes that had not answered within the wait.
+    pub unanswered: Option<Vec<Arc<str>>>,
+}
+
+/// One node's figures, as it answers another's request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct NodeFigures {
+    pub(super) census: Census,
+    pub(super) performance: Performance,
+    pub(super) trends: HealthTrends,
+}
+
+impl ClusterFigures {
+    /// This hub's own figures, then the `others` nodes' merged in.
+    pub(super) fn merge(
+        hub: &Hub,
+        players: Census,
+        here: NodeFigures,
+        others: &[(Arc<str>, NodeFigures)],
+    ) -> Self {
+        let all = std::iter::once(&here).chain(others.iter().map(|(_, f)| f));
+        let mut census = players;
+        census.websocket = HealthCount::default();
+        census.sse = HealthCount::default();
+        let mut performance = here.performance;
+        performance.successful_deliveries = 0;
+        performance.failed_deliveries = 0;
+        let (mut ws, mut sse) = (Vec::new(), Vec::new());
+        let (mut hour, mut day) = (Vec::new(), Vec::new());
+        for node in all {
+            census.websocket = census.websocket.plus(node.census.websocket);
+            census.sse = census.sse.plus(node.census.sse);
+            performance.successful_deliveries += node.performance.successful_deliveries;
+            performance.failed_deliveries += node.performance.failed_deliveries;
+            ws.push(node.performance.websocket);
+            sse.push(node.performance.sse);
+            let weight = node.census.connections().total as f64;
+            hour.extend(node.trends.last_hour.map(|p| (p, weight)));
+            day.extend(node.trends.last_24_hours.map(|p| (p, weight)));
+        }
+        performance.websocket = merge_establishment(&ws);
+        performance.sse = merge_establishment(&sse);
+        Self {
+            census,
+            performance,
+            trends: HealthTrends {
+                last_hour: weighted(&hour),
+                last_24_hours: weighted(&day),
+            },
+            nodes: hub.cluster_node().map(|node| {
+                std::iter::once(Arc::from(node))
+                    .chain(others.iter().map(|(n, _)| n.clone()))
+                    .collect()
+            }),
+            unanswered: None,
+        }
+    }
+}
+
+fn merge_establishment(figures: &[EstablishmentFigures]) -> EstablishmentFigures {
+    let measured: u64 = figures.iter().map(|f| f.measured).sum();
+    let total_ms: f64 = figures
+        .iter()
+        .map(|f| f.average_ms * f.measured as f64)
+        .sum();
+    EstablishmentFigures {
+        measured,
+        average_ms: if measured == 0 {
+            0.0
+        } else {
+            total_ms / measured as f64
+        },
+        max_ms: figures.iter().map(|f| f.max_ms).fold(0.0, f64::max),
+    }
+}
+
+/// The mean of percentages weighted by connections (equal weights when none has any).
+fn weighted(values: &[(f64, f64)]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let total: f64 = values.iter().map(|(_, w)| w).sum();
+    let mean = if total > 0.0 {
+        values.iter().map(|(p, w)| p * w).sum::<f64>() / total
+    } else {
+        values.iter().map(|(p, _)| p).sum::<f64>() / values.len() as f64
+    };
+    Some((mean * 10.0).round() / 10.0)
+}
+
 impl Hub {
+    /// This node's own figures, as it answers another node's request.
+    pub(super) fn node_figures(&self) -> NodeFigures {
+        NodeFigures {
+            census: self.census(),
+            performance: self.performance(),
+            trends: self.health_trends(),
+        }
+    }
+
+    /// The players of the cluster as this node sees them (its own connections and those
+    /// the other nodes announced), by kind; health left at zero.
+    pub(super) fn cluster_players(&self) -> Census {
+        let registry = self.read();
+        let mut census = Census::default();
+        for player in registry.players.values() {
+            let has = |kind: ConnectionKind| {
+                player.connections.iter().any(|c| c.kind == kind)
+                    || player.remote.iter().any(|r| r.kind == kind)
+            };
+            let (websocket, sse) = (has(ConnectionKind::WebSocket), has(ConnectionKind::Sse));
+            if !(websocket || sse) {
+                continue;
+            }
+            census.players += 1;
+            census.sessions += usize::from(player.session.is_some());
+            match (websocket, sse) {
+                (true, true) => census.dual += 1,
+                (true, false) => census.websocket_only += 1,
+                _ => census.sse_only += 1,
+            }
+        }
+        census
+    }
+
     /// The live connections now, by player and kind, with their health.
     #[must_use]
     pub fn census(&self) -> Census {

@@ -74,7 +74,8 @@ pub use backplane::{
 pub use delivery::{DeliveryReport, NodeDelivery};
 pub use events::{HubEvent, Presence};
 pub use figures::{
-    percentage, Census, EstablishmentFigures, HealthCount, HealthTrends, Performance,
+    percentage, Census, ClusterFigures, EstablishmentFigures, HealthCount, HealthTrends,
+    Performance,
 };
 pub(crate) use guard::EndWatch;
 pub use guard::{ConnectionGuard, Outbox};
