@@ -489,7 +489,7 @@ async fn health_until(
 
 #[cfg(feature = "redis")]
 #[tokio::test]
-async fn two_example_servers_on_one_redis_act_as_one_and_a_killed_nodes_connections_and_presence_expire(
+async fn three_example_servers_on_one_redis_act_as_one_and_a_killed_nodes_connections_and_presence_expire(
 ) {
     let redis = common::redis_server::RedisServer::start().await;
     let url = redis.url();
@@ -509,13 +509,16 @@ async fn two_example_servers_on_one_redis_act_as_one_and_a_killed_nodes_connecti
     };
     let mut x = start("x");
     let mut y = start("y");
+    let mut z = start("z");
     let (x_addr, y_addr) = (server_address(&mut x).await, server_address(&mut y).await);
-    health_until(x_addr, PROCESS_BOUND, "x sees y", |health| {
-        health["backplane"] == serde_json::json!({"node": "x", "state": "up", "peers": 1})
+    let z_addr = server_address(&mut z).await;
+    health_until(x_addr, PROCESS_BOUND, "x sees y and z", |health| {
+        health["backplane"] == serde_json::json!({"node": "x", "state": "up", "peers": 2})
     })
     .await;
 
     let mut alice = sse_with_token_at(y_addr, "/sse/alice", &token_for("alice")).await;
+    let mut alice_on_z = sse_with_token_at(z_addr, "/sse/alice", &token_for("alice")).await;
     let service = issue_hs256(
         EXAMPLE_SECRET.as_bytes(),
         &Claims::new("backend", Role::Service, 3600),
@@ -537,8 +540,9 @@ async fn two_example_servers_on_one_redis_act_as_one_and_a_killed_nodes_connecti
         serde_json::from_slice::<serde_json::Value>(&body).unwrap()
     };
     let report = publish().await;
-    assert_eq!(report["sse"], 1, "{report}");
+    assert_eq!(report["sse"], 2, "{report}");
     assert_eq!(alice.next_json().await["id"], report["id"]);
+    assert_eq!(alice_on_z.next_json().await["id"], report["id"]);
 
     let presence_on_x = || async {
         let (status, _, body) = http_at(
@@ -552,32 +556,62 @@ async fn two_example_servers_on_one_redis_act_as_one_and_a_killed_nodes_connecti
         assert_eq!(status, http::StatusCode::OK);
         serde_json::from_slice::<serde_json::Value>(&body).unwrap()
     };
-    // Announced through the log: x learns of it a moment after y registered it.
-    let seen = within_for(PROCESS_BOUND, "x sees alice's stream on y", async {
-        loop {
-            let seen = presence_on_x().await;
-            if seen["presence"]["status"] == "online" {
-                return seen;
-            }
-            tokio::time::sleep(POLL_STEP).await;
+    // Announced through the log: x learns of them a moment after y and z registered them.
+    let presence_until = |what: &'static str, accept: fn(&serde_json::Value) -> bool| {
+        let presence_on_x = &presence_on_x;
+        async move {
+            within_for(PROCESS_BOUND, what, async {
+                loop {
+                    let seen = presence_on_x().await;
+                    if accept(&seen) {
+                        return seen;
+                    }
+                    tokio::time::sleep(POLL_STEP).await;
+                }
+            })
+            .await
         }
+    };
+    let seen = presence_until("x sees alice's streams on y and z", |seen| {
+        seen["presence"]["total_connections"] == 2
     })
     .await;
-    assert_eq!(seen["cluster"][0]["node"], "y", "{seen}");
+    assert_eq!(seen["presence"]["status"], "online", "{seen}");
+    let mut nodes: Vec<&str> = (0..2)
+        .map(|i| seen["cluster"][i]["node"].as_str().unwrap())
+        .collect();
+    nodes.sort_unstable();
+    assert_eq!(nodes, ["y", "z"], "{seen}");
 
-    // SIGKILL: y says no goodbye; x stops counting it, and alice's presence with it,
-    // within the node timeout (5 s).
+    // SIGKILL: y says no goodbye; x stops counting it within the node timeout (5 s), and
+    // alice is still online through z.
     y.child.kill().await.unwrap();
     health_until(x_addr, PROCESS_BOUND, "x no longer sees y", |health| {
-        health["backplane"]["peers"] == 0
+        health["backplane"]["peers"] == 1
     })
     .await;
-    let gone = presence_on_x().await;
+    let left = presence_until("x forgets y's stream", |seen| {
+        seen["presence"]["total_connections"] == 1
+    })
+    .await;
+    assert_eq!(left["presence"]["status"], "online", "z holds one: {left}");
+    assert_eq!(left["cluster"][0]["node"], "z", "{left}");
+    // The last stream goes: alice is no longer online anywhere.
+    drop(alice_on_z);
+    let gone = presence_until("alice's last stream closes", |seen| {
+        seen["presence"]["total_connections"] == 0
+    })
+    .await;
     assert_ne!(gone["presence"]["status"], "online", "{gone}");
-    assert_eq!(gone["presence"]["total_connections"], 0, "{gone}");
     let report = publish().await;
-    assert_eq!(report["nodes"][0]["node"], "x", "{report}");
+    let mut answered: Vec<&str> = (0..2)
+        .map(|i| report["nodes"][i]["node"].as_str().unwrap())
+        .collect();
+    answered.sort_unstable();
+    assert_eq!(answered, ["x", "z"], "{report}");
     assert_eq!(report["unanswered"], serde_json::json!([]), "{report}");
-    x.interrupt();
-    x.exits_successfully().await;
+    for node in [x, z] {
+        node.interrupt();
+        node.exits_successfully().await;
+    }
 }
