@@ -1,32 +1,4 @@
-//! [`RedisBackplane`]: several nodes behave as one through one Redis (SPEC §10; cargo
-//! feature `redis`; made for Redis 7.0, Debian's).
-//!
-//! The keys, all under one prefix (default `dualcast`):
-//! - `{prefix}:log`, a stream: the cluster's log of publishes and room changes, trimmed to
-//!   about [`RedisSettings::log_length`] entries. Its entry ids are the envelope ids.
-//! - `{prefix}:reports:{node}`, a stream per node: the other nodes' answers to its entries.
-//! - `{prefix}:nodes`, a sorted set: each node's last heartbeat, in Redis's clock.
-//!
-//! Three tasks per node: a reader (its own connection, blocked in `XREAD` on the log and
-//! its reports), a keeper (the command connection: heartbeats, reconnects with backoff),
-//! and short answers. While Redis is unreachable an append fails at once (the publish is
-//! answered `503`), local connections go on, and the keeper reconnects by itself, with
-//! backoff from 100 ms to 5 s; each change of state is logged once. The reader resumes
-//! from the last entry it applied, so a node misses nothing the log kept. Run Redis with
-//! `appendonly yes` so that a Redis restart keeps the log: an entry Redis accepted then
-//! reaches every node after the restart.
-//!
-//! ```no_run
-//! use dualcast::{Hub, RedisBackplane, RedisSettings};
-//!
-//! # async fn run() -> Result<(), dualcast::BackplaneError> {
-//! let backplane = RedisBackplane::connect(
-//!     RedisSettings::new("redis://127.0.0.1:6379").node_id("node-a"),
-//! )
-//! .await?;
-//! let hub = Hub::builder().backplane(backplane).build();
-//! # Ok(()) }
-//! ```
+//! [`RedisBackplane`]: several nodes behave as one through one Redis (SPEC §10).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -125,7 +97,36 @@ impl RedisSettings {
     }
 }
 
-/// A [`Backplane`] on Redis: see the [module](self) for its keys and its faults.
+/// A [`Backplane`] on Redis: several nodes behave as one through one Redis (SPEC §10; cargo
+/// feature `redis`; made for Redis 7.0, Debian's).
+///
+/// The keys, all under one prefix (default `dualcast`):
+/// - `{prefix}:log`, a stream: the cluster's log of publishes, room changes and the nodes'
+///   announcements, trimmed to about [`RedisSettings::log_length`] entries. Its entry ids
+///   are the envelope ids.
+/// - `{prefix}:reports:{node}`, a stream per node: the other nodes' answers to its entries.
+/// - `{prefix}:nodes`, a sorted set: each node's last heartbeat, in Redis's clock.
+///
+/// Three tasks per node: a reader (its own connection, blocked in `XREAD` on the log and
+/// its reports), a keeper (the command connection: heartbeats, reconnects with backoff),
+/// and one that sends the answers to other nodes' entries, pipelined. While Redis is unreachable an append fails at once (the publish is
+/// answered `503`), local connections go on, and the keeper reconnects by itself, with
+/// backoff from 100 ms to 5 s; each change of state is logged once. The reader resumes
+/// from the last entry it applied, so a node misses nothing the log kept. Run Redis with
+/// `appendonly yes` so that a Redis restart keeps the log: an entry Redis accepted then
+/// reaches every node after the restart.
+///
+/// ```no_run
+/// use dualcast::{Hub, RedisBackplane, RedisSettings};
+///
+/// # async fn run() -> Result<(), dualcast::BackplaneError> {
+/// let backplane = RedisBackplane::connect(
+///     RedisSettings::new("redis://127.0.0.1:6379").node_id("node-a"),
+/// )
+/// .await?;
+/// let hub = Hub::builder().backplane(backplane).build();
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct RedisBackplane {
     shared: Arc<Shared>,

@@ -273,6 +273,20 @@ async fn healthz_shows_the_node_and_its_peers() {
     );
 }
 
+/// `player`'s SSE stream on `node`, resuming after `last_id`.
+async fn resume_sse(node: &TestServer, player: &str, last_id: &str) -> SseClient {
+    sse_at(
+        node.addr,
+        &format!("/sse/{player}"),
+        &[
+            ("authorization", format!("Bearer {}", player_token(player))),
+            ("last-event-id", last_id.to_owned()),
+        ],
+    )
+    .await
+    .expect("the stream opens")
+}
+
 /// Waits until every node in `nodes` sees `count` live connections of `player`.
 async fn seen_everywhere(nodes: &[&TestServer], player: &str, count: usize) {
     for node in nodes {
@@ -407,16 +421,7 @@ async fn an_sse_client_that_moves_to_another_node_with_last_event_id_gets_exactl
     drop(on_a);
     seen_everywhere(&[&a, &b, &c], "alice", 0).await;
 
-    let mut on_b = sse_at(
-        b.addr,
-        "/sse/alice",
-        &[
-            ("authorization", format!("Bearer {token}")),
-            ("last-event-id", ids[2].clone()),
-        ],
-    )
-    .await
-    .expect("the stream opens");
+    let mut on_b = resume_sse(&b, "alice", &ids[2]).await;
     for id in &ids[3..] {
         assert_eq!(on_b.next_json().await["id"], id.as_str());
     }
@@ -549,16 +554,7 @@ async fn a_node_started_later_serves_a_resume_from_the_log_a_restart_is_no_new_e
     })
     .await;
 
-    let mut on_c = sse_at(
-        c.addr,
-        "/sse/alice",
-        &[
-            ("authorization", format!("Bearer {token}")),
-            ("last-event-id", ids[1].clone()),
-        ],
-    )
-    .await
-    .expect("the stream opens");
+    let mut on_c = resume_sse(&c, "alice", &ids[1]).await;
     for id in &ids[2..] {
         assert_eq!(on_c.next_json().await["id"], id.as_str());
     }
@@ -573,16 +569,7 @@ async fn a_node_started_later_serves_a_resume_from_the_log_a_restart_is_no_new_e
     assert_eq!(on_c.next_json().await["id"], next["id"]);
 
     // An id the log never held is answered honestly.
-    let mut lost = sse_at(
-        c.addr,
-        "/sse/alice",
-        &[
-            ("authorization", format!("Bearer {token}")),
-            ("last-event-id", "1-0".to_owned()),
-        ],
-    )
-    .await
-    .expect("the stream opens");
+    let mut lost = resume_sse(&c, "alice", "1-0").await;
     let recovery = lost.next_named("recovery").await;
     assert_eq!(recovery["data"]["complete"], false, "{recovery}");
 }
@@ -654,16 +641,7 @@ async fn a_rolling_restart_of_every_node_lets_clients_resume_with_nothing_lost()
         }
         // Its player comes back to the restarted node, resuming: nothing lost.
         let player = players[i];
-        let mut back = sse_at(
-            nodes[i].addr,
-            &format!("/sse/{player}"),
-            &[
-                ("authorization", format!("Bearer {}", player_token(player))),
-                ("last-event-id", last[i].clone()),
-            ],
-        )
-        .await
-        .expect("the stream opens");
+        let mut back = resume_sse(&nodes[i], player, &last[i]).await;
         assert_eq!(back.next_json().await["id"], missed["id"], "round {i}");
         let recovery = back.next_named("recovery").await;
         assert_eq!(

@@ -43,7 +43,7 @@ pub type LogEntries = Vec<(Arc<str>, Vec<u8>)>;
 /// How several nodes share one log (SPEC §10): the hub appends entries and the backplane
 /// brings every entry, its own included, to every node's [`LogSink`] in one order.
 ///
-/// [`RedisBackplane`](crate::RedisBackplane) (cargo feature `redis`) is the one this crate
+/// `RedisBackplane` (cargo feature `redis`) is the one this crate
 /// ships. An implementation must:
 /// - give each appended entry an id unique in the cluster, the same on every node, and
 ///   growing in the log's order (it becomes the envelope id clients resume from);

@@ -239,6 +239,20 @@ pub struct Census {
 }
 
 impl Census {
+    /// Counts a player by the kinds it holds (none: not counted) and its session.
+    fn count_player(&mut self, websocket: bool, sse: bool, session: bool) {
+        if !(websocket || sse) {
+            return;
+        }
+        self.players += 1;
+        self.sessions += usize::from(session);
+        match (websocket, sse) {
+            (true, true) => self.dual += 1,
+            (true, false) => self.websocket_only += 1,
+            _ => self.sse_only += 1,
+        }
+    }
+
     /// Every live connection and its health.
     #[must_use]
     pub fn connections(&self) -> HealthCount {
@@ -384,16 +398,7 @@ impl Hub {
                     || player.remote.iter().any(|r| r.kind == kind)
             };
             let (websocket, sse) = (has(ConnectionKind::WebSocket), has(ConnectionKind::Sse));
-            if !(websocket || sse) {
-                continue;
-            }
-            census.players += 1;
-            census.sessions += usize::from(player.session.is_some());
-            match (websocket, sse) {
-                (true, true) => census.dual += 1,
-                (true, false) => census.websocket_only += 1,
-                _ => census.sse_only += 1,
-            }
+            census.count_player(websocket, sse, player.session.is_some());
         }
         census
     }
@@ -417,16 +422,7 @@ impl Hub {
                     }
                 }
             }
-            if !(websocket || sse) {
-                continue;
-            }
-            census.players += 1;
-            census.sessions += usize::from(player.session.is_some());
-            match (websocket, sse) {
-                (true, true) => census.dual += 1,
-                (true, false) => census.websocket_only += 1,
-                _ => census.sse_only += 1,
-            }
+            census.count_player(websocket, sse, player.session.is_some());
         }
         census
     }

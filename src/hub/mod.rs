@@ -255,7 +255,7 @@ impl HubSettings {
 
     /// Shares this hub's publishes and room memberships with the other nodes of a cluster
     /// through `backplane` (SPEC §10), such as a
-    /// [`RedisBackplane`](crate::RedisBackplane): [`Hub::publish`] and
+    /// `RedisBackplane`: [`Hub::publish`] and
     /// [`Hub::set_room_member`] then act on every node. Build the hub inside a tokio
     /// runtime: the backplane starts its tasks then. Default: none (this hub is the whole
     /// system).
