@@ -44,6 +44,10 @@ if [ "$smoke" = 1 ]; then
   )
 else
   profile=release
+  # A target directory of its own: cargo does not re-link an example whose features
+  # changed, so sharing target/release with benches/run.sh (no features) would leave one
+  # of them running the other's build.
+  export CARGO_TARGET_DIR=target/cluster-bench
   cargo build --quiet --release --features redis --example server --example loadgen
   out=benches
   per_node=1000
@@ -53,8 +57,8 @@ else
   )
 fi
 mkdir -p "$out"
-server_bin=target/$profile/examples/server
-loadgen_bin=target/$profile/examples/loadgen
+server_bin=${CARGO_TARGET_DIR:-target}/$profile/examples/server
+loadgen_bin=${CARGO_TARGET_DIR:-target}/$profile/examples/loadgen
 
 # Every server and Redis on core 0, the load generator on core 1, where there are two.
 cores=$(nproc)

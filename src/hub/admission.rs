@@ -99,7 +99,7 @@ impl Hub {
             .filter(|c| taking_over.is_none_or(|new| c.session_id.as_deref() == Some(new)))
             .count()
             + player
-                .remote
+                .remote()
                 .iter()
                 .filter(|r| taking_over.is_none_or(|new| r.session_id.as_deref() == Some(new)))
                 .count()

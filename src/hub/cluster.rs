@@ -206,9 +206,9 @@ impl Hub {
             return;
         };
         if let Some(player) = registry.players.get_mut(player_id) {
-            player.sessions_in_flight += 1;
-            player.sessions_in_flight_until = Some(Instant::now() + SESSION_IN_FLIGHT);
-            player.session_in_flight_minted = minted;
+            player.cluster().sessions_in_flight += 1;
+            player.cluster().sessions_in_flight_until = Some(Instant::now() + SESSION_IN_FLIGHT);
+            player.cluster().session_in_flight_minted = minted;
         }
         entry.s = Some(Cow::Borrowed(session_id));
         entry.f = by_api;
@@ -287,11 +287,11 @@ impl Hub {
         };
         let Some(connection) = player.connections.iter().find(|c| c.id == id) else {
             // Gone already: its closing follows in the log, and counts it out again.
-            player.own_in_log += 1;
+            player.cluster().own_in_log += 1;
             return;
         };
         connection.set_in_log();
-        player.own_in_log += 1;
+        player.cluster().own_in_log += 1;
         self.drop_pending(player);
     }
 
@@ -302,7 +302,7 @@ impl Hub {
         let Some(player) = registry.players.get_mut(player_id) else {
             return;
         };
-        player.own_in_log = player.own_in_log.saturating_sub(1);
+        player.cluster().own_in_log = player.cluster().own_in_log.saturating_sub(1);
         self.queue_missed(player_id, player, left_at, None, now);
     }
 
@@ -317,7 +317,7 @@ impl Hub {
         since: Option<Instant>,
         now: Instant,
     ) {
-        if player.own_in_log + player.remote.len() > 0 {
+        if player.in_log() > 0 {
             return;
         }
         let outcome = player
@@ -345,13 +345,13 @@ impl Hub {
         let mut registry = self.write();
         let registry = &mut *registry;
         for player in registry.players.values_mut() {
-            player.own_in_log = 0;
+            player.cluster().own_in_log = 0;
         }
         for listed in connections {
             let Some(player) = registry.players.get_mut(&*listed.p) else {
                 continue;
             };
-            player.own_in_log += 1;
+            player.cluster().own_in_log += 1;
             if let Some(connection) = player.connections.iter().find(|c| c.id.0 == listed.i) {
                 connection.set_in_log();
             }
@@ -390,13 +390,17 @@ impl Hub {
         let key = super::shared_key(&registry.players, &connection.p);
         let player = registry.players.entry(key.clone()).or_default();
         let id = ConnectionId(connection.i);
-        if player.remote.len() >= REMOTE_PER_PLAYER
-            || player.remote.iter().any(|r| r.id == id && *r.node == *node)
+        if player.cluster().remote.len() >= REMOTE_PER_PLAYER
+            || player
+                .cluster()
+                .remote
+                .iter()
+                .any(|r| r.id == id && *r.node == *node)
         {
             return;
         }
-        let came_online = player.connections.is_empty() && player.remote.is_empty();
-        player.remote.push(remote(node, connection));
+        let came_online = player.connections.is_empty() && player.cluster().remote.is_empty();
+        player.cluster().remote.push(remote(node, connection));
         player.idle_since = None;
         self.drop_pending(player);
         if came_online {
@@ -417,9 +421,12 @@ impl Hub {
         let Some(player) = registry.players.get_mut(player_id) else {
             return;
         };
-        let before = player.remote.len();
-        player.remote.retain(|r| !(r.id == id && *r.node == *node));
-        if player.remote.len() != before {
+        let before = player.cluster().remote.len();
+        player
+            .cluster()
+            .remote
+            .retain(|r| !(r.id == id && *r.node == *node));
+        if player.cluster().remote.len() != before {
             self.queue_missed(player_id, player, left_at, None, now);
             self.went_away_if_gone(registry, player_id, now);
         }
@@ -431,7 +438,7 @@ impl Hub {
         let gone = registry
             .players
             .get(player_id)
-            .is_some_and(|p| p.connections.is_empty() && p.remote.is_empty());
+            .is_some_and(|p| p.connections.is_empty() && p.remote().is_empty());
         if gone {
             self.went_away(registry, player_id, false, now);
         }
@@ -597,10 +604,10 @@ impl Hub {
         let mut forgotten = 0;
         let mut idle = Vec::new();
         for (player_id, player) in &mut registry.players {
-            let before = player.remote.len();
-            player.remote.retain(|r| *r.node != *node);
-            if player.remote.len() != before {
-                forgotten += before - player.remote.len();
+            let before = player.cluster().remote.len();
+            player.cluster().remote.retain(|r| *r.node != *node);
+            if player.cluster().remote.len() != before {
+                forgotten += before - player.cluster().remote.len();
                 idle.push(player_id.clone());
                 if since.is_some() {
                     self.queue_missed(player_id, player, None, since, now);
@@ -633,12 +640,13 @@ impl Hub {
             let Some(player) = registry.players.get_mut(player_id) else {
                 return;
             };
-            player.sessions_in_flight = player.sessions_in_flight.saturating_sub(1);
+            player.cluster().sessions_in_flight =
+                player.cluster().sessions_in_flight.saturating_sub(1);
             // With no later change of this node in flight, everything applied so far was
             // before it in the log: it wins here too (another node's, applied while it was
             // in flight too long, must not).
             let named = player.session.as_ref().is_some_and(|c| c.names(session));
-            if player.sessions_in_flight == 0 && !named && !minted {
+            if player.cluster().sessions_in_flight == 0 && !named && !minted {
                 self.replace_session(registry, player_id, session.into(), by_api, now);
             }
             return;
@@ -654,11 +662,12 @@ impl Hub {
                 return;
             }
         }
-        let in_flight = player.sessions_in_flight > 0
-            && player
+        let cluster = player.cluster();
+        let in_flight = cluster.sessions_in_flight > 0
+            && cluster
                 .sessions_in_flight_until
                 .is_some_and(|until| now < until);
-        let ours_minted = in_flight && player.session_in_flight_minted;
+        let ours_minted = in_flight && cluster.session_in_flight_minted;
         match (&mut player.session, minted) {
             // Ours, later, is minted: it joins this one, which becomes current.
             (Some(current), _) if ours_minted => {
@@ -704,7 +713,7 @@ impl Hub {
                 p: Cow::Borrowed(id),
                 s: p.session
                     .iter()
-                    .flat_map(|s| std::iter::once(&s.id).chain(&s.aliases))
+                    .flat_map(|s| std::iter::once(&s.id).chain(s.aliases()))
                     .map(|s| Cow::Borrowed(&**s))
                     .collect(),
                 x: p.replaced.iter().map(|s| Cow::Borrowed(&**s)).collect(),
@@ -727,7 +736,7 @@ impl Hub {
         self.read()
             .players
             .get(player_id)
-            .map(|p| p.remote.clone())
+            .map(|p| p.remote().to_vec())
             .unwrap_or_default()
     }
 
@@ -740,10 +749,11 @@ impl Hub {
 
 /// Adds `alias` to `current`'s aliases, at most `limit` of them (the oldest go first).
 fn alias(current: &mut CurrentSession, alias: Arc<str>, limit: usize) {
-    if current.aliases.len() >= limit {
-        current.aliases.remove(0);
+    let aliases = current.aliases.get_or_insert_with(Box::default);
+    if aliases.len() >= limit {
+        aliases.remove(0);
     }
-    current.aliases.push(alias);
+    aliases.push(alias);
 }
 
 fn wire(connection: &Connection) -> WireConnection<'_> {

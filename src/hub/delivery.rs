@@ -327,7 +327,7 @@ impl Hub {
         // In a cluster, pending only with no connection anywhere as the log has it: every
         // node decides the same at the same place in the log.
         let connected = if self.backplane().is_some() {
-            player.own_in_log + player.remote.len()
+            player.in_log()
         } else {
             reached
         };

@@ -395,7 +395,7 @@ impl Hub {
         for player in registry.players.values() {
             let has = |kind: ConnectionKind| {
                 player.connections.iter().any(|c| c.kind == kind)
-                    || player.remote.iter().any(|r| r.kind == kind)
+                    || player.remote().iter().any(|r| r.kind == kind)
             };
             let (websocket, sse) = (has(ConnectionKind::WebSocket), has(ConnectionKind::Sse));
             census.count_player(websocket, sse, player.session.is_some());

@@ -26,7 +26,7 @@ impl Hub {
     #[must_use]
     pub fn presence(&self, player_id: &str) -> Presence {
         match self.read().players.get(player_id) {
-            Some(player) if !player.connections.is_empty() || !player.remote.is_empty() => {
+            Some(player) if !player.connections.is_empty() || !player.remote().is_empty() => {
                 Presence::Online
             }
             Some(player) if player.reconnecting_until.is_some() => Presence::Reconnecting,

@@ -228,28 +228,51 @@ pub(super) struct Player {
     /// Its replay buffer, pending queue and messages awaiting acknowledgement; locked by
     /// every delivery to it.
     pub(super) mailbox: std::sync::Mutex<super::mailbox::Mailbox>,
-    /// On a hub with a backplane: its live connections on other nodes, as their nodes
-    /// announced them in the cluster's log.
+    /// On a hub with a backplane only: what the cluster knows of it (boxed, so that a
+    /// single hub's player pays one word for it).
+    pub(super) cluster: Option<Box<ClusterPlayer>>,
+}
+
+/// What a node of a cluster keeps of a player beside its own connections.
+#[derive(Default)]
+pub(super) struct ClusterPlayer {
+    /// Its live connections on other nodes, as their nodes announced them in the log.
     pub(super) remote: Vec<RemoteConnection>,
-    /// On a hub with a backplane: session changes made here and not yet back from the log.
-    /// While one is, a session change from another node comes before it in the log, so it
-    /// is superseded (see `backplane`).
+    /// Session changes made here and not yet back from the log. While one is, a session
+    /// change from another node comes before it in the log, so it is superseded (see
+    /// `cluster`).
     pub(super) sessions_in_flight: u32,
     /// When the last of them stops counting as in flight, lost or not.
     pub(super) sessions_in_flight_until: Option<Instant>,
     /// Whether the last of them was a session minted for an unnamed connection.
     pub(super) session_in_flight_minted: bool,
-    /// On a hub with a backplane: this node's connections of the player as the log has
-    /// them (opened and back from the log, not yet closed in it). With `remote`, what
-    /// every node counts, at the same place in the log, to decide whether a message is
-    /// pending.
+    /// This node's connections of the player as the log has them (opened and back from the
+    /// log, not yet closed in it). With `remote`, what every node counts, at the same place
+    /// in the log, to decide whether a message is pending.
     pub(super) own_in_log: usize,
 }
 
 impl Player {
     /// No connection here or on another node, none being admitted.
     pub(super) fn is_unused(&self) -> bool {
-        self.connections.is_empty() && self.admitting == 0 && self.remote.is_empty()
+        self.connections.is_empty() && self.admitting == 0 && self.remote().is_empty()
+    }
+
+    /// Its live connections on other nodes of the cluster.
+    pub(super) fn remote(&self) -> &[RemoteConnection] {
+        self.cluster.as_ref().map_or(&[], |cluster| &cluster.remote)
+    }
+
+    /// What the cluster knows of it, made on first use.
+    pub(super) fn cluster(&mut self) -> &mut ClusterPlayer {
+        self.cluster.get_or_insert_with(Box::default)
+    }
+
+    /// Its connections anywhere in the cluster as the log has them.
+    pub(super) fn in_log(&self) -> usize {
+        self.cluster
+            .as_ref()
+            .map_or(0, |cluster| cluster.own_in_log + cluster.remote.len())
     }
 }
 
@@ -330,7 +353,7 @@ impl Hub {
             if let Some(admission) = leases.get_mut::<super::HubAdmission>() {
                 admission.registered(self, entry);
             }
-            let came_online = entry.connections.len() == 1 && entry.remote.is_empty();
+            let came_online = entry.connections.len() == 1 && entry.remote().is_empty();
             registry.connections += 1;
             let mut wake_keeper = false;
             if heartbeats {
@@ -447,7 +470,7 @@ impl Hub {
         if player.connections.len() == before {
             return;
         }
-        let went_away = player.connections.is_empty() && player.remote.is_empty();
+        let went_away = player.connections.is_empty() && player.remote().is_empty();
         registry.connections -= 1;
         self.announce_closed(connection);
         if connection.has_heartbeats() {

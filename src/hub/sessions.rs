@@ -38,7 +38,9 @@ pub(super) struct CurrentSession {
     pub(super) begun_by_api: bool,
     /// In a cluster: sessions minted on other nodes for unnamed connections at about the
     /// same time, which joined this one rather than take it over (see `cluster`).
-    pub(super) aliases: Vec<Arc<str>>,
+    /// Boxed: a single hub's session pays one word for it.
+    #[allow(clippy::box_collection)]
+    pub(super) aliases: Option<Box<Vec<Arc<str>>>>,
 }
 
 impl CurrentSession {
@@ -47,13 +49,18 @@ impl CurrentSession {
             id,
             created: SystemTime::now(),
             begun_by_api,
-            aliases: Vec::new(),
+            aliases: None,
         }
     }
 
     /// Whether `id` is this session (or one of its aliases).
     pub(super) fn names(&self, id: &str) -> bool {
-        *self.id == *id || self.aliases.iter().any(|alias| **alias == *id)
+        *self.id == *id || self.aliases().iter().any(|alias| **alias == *id)
+    }
+
+    /// Its aliases, oldest first.
+    pub(super) fn aliases(&self) -> &[Arc<str>] {
+        self.aliases.as_deref().map_or(&[], Vec::as_slice)
     }
 }
 
@@ -194,7 +201,7 @@ impl Hub {
         let replaced = old.as_ref().map(|old| old.id.clone());
         for old in old
             .iter()
-            .flat_map(|old| std::iter::once(&old.id).chain(&old.aliases))
+            .flat_map(|old| std::iter::once(&old.id).chain(old.aliases()))
         {
             remember(&mut player.replaced, old.clone(), remembered);
         }
@@ -286,7 +293,7 @@ impl Hub {
                 .flat_map(|p| &p.connections)
                 .filter(|c| c.end_reason().is_none())
         };
-        let remote = || player.into_iter().flat_map(|p| &p.remote);
+        let remote = || player.into_iter().flat_map(|p| p.remote());
         let connection_kinds = [ConnectionKind::WebSocket, ConnectionKind::Sse]
             .into_iter()
             .filter(|kind| live().any(|c| c.kind == *kind) || remote().any(|r| r.kind == *kind))
