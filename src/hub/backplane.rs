@@ -531,10 +531,10 @@ impl Hub {
             }
         }
         let node_id: Arc<str> = Arc::from(backplane.node_id());
-        let mut report = match local {
+        let (mut report, here) = match local {
             Some(report) => {
-                nodes.insert(0, NodeDelivery::of(node_id, &report));
-                report
+                let here = NodeDelivery::of(node_id, &report);
+                (report, Some(here))
             }
             None => {
                 // Not applied here within the wait (the log is slow to come back): this
@@ -542,10 +542,10 @@ impl Hub {
                 let players = (kind != "p").then_some(0);
                 let mut report = DeliveryReport::unapplied(id.clone(), players);
                 report.unanswered = Some(vec![node_id]);
-                report
+                (report, None)
             }
         };
-        report.add_nodes(nodes, &peers);
+        report.add_nodes(here, nodes, &peers);
         Ok(report)
     }
 

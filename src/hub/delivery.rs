@@ -123,10 +123,15 @@ impl DeliveryReport {
         Self::with_id(id, players)
     }
 
-    /// Adds the other nodes' answers (this node's own first, when it answered) and names
-    /// the `peers` that did not answer.
-    pub(super) fn add_nodes(&mut self, nodes: Vec<NodeDelivery>, peers: &[Arc<str>]) {
-        for node in nodes.iter().skip(usize::from(self.unanswered.is_none())) {
+    /// Adds the other nodes' answers (`others`) to this node's counts, lists every node that
+    /// answered (this one first, when it did: `here`) and names the `peers` that did not.
+    pub(super) fn add_nodes(
+        &mut self,
+        here: Option<NodeDelivery>,
+        others: Vec<NodeDelivery>,
+        peers: &[Arc<str>],
+    ) {
+        for node in &others {
             self.delivered += node.delivered;
             self.websocket += node.websocket;
             self.sse += node.sse;
@@ -138,11 +143,11 @@ impl DeliveryReport {
         }
         let missing: Vec<Arc<str>> = peers
             .iter()
-            .filter(|peer| !nodes.iter().any(|n| n.node == **peer))
+            .filter(|peer| !others.iter().any(|n| n.node == **peer))
             .cloned()
             .collect();
         self.unanswered.get_or_insert_with(Vec::new).extend(missing);
-        self.nodes = Some(nodes);
+        self.nodes = Some(here.into_iter().chain(others).collect());
     }
 }
 
