@@ -821,7 +821,12 @@ mod tests {
                 crate::Registration::new("p", ConnectionKind::Sse).credential_deadline(expiry),
             )
             .unwrap();
-        let response = crate::sse::stream_response(guard, outbox, &crate::SseSettings::new());
+        let response = crate::sse::stream_response(
+            guard,
+            outbox,
+            &crate::SseSettings::new(),
+            crate::sse::stream::KeepAlive::Comment,
+        );
         // A client that never reads: the pipe holds 1 KiB, then every write blocks.
         let (mut client, server) = tokio::io::duplex(1024);
         let pump = respond(server, response, Version::HTTP_11)

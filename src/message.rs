@@ -189,6 +189,13 @@ struct Envelope<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     room: Option<&'a str>,
     data: &'a RawValue,
+    /// Present (`true`) when the client should ack the message.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ack: bool,
+    /// Present (`true`) on a reply to what one connection sent: not in the player's
+    /// message stream, so not an id to resume from.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    reply: bool,
 }
 
 /// One published message, encoded once for every transport and shared by all recipients.
@@ -217,7 +224,20 @@ impl Frame {
     /// Encodes `message` as [`encode`](Self::encode) does, with the envelope's `ts` given:
     /// every node of a cluster makes the same bytes of one publish.
     pub(crate) fn encode_at(id: Arc<str>, message: &Message, room: Option<&str>, ts: u64) -> Self {
-        Self::encode_as(id, message, room, None, ts)
+        Self::encode_as(id, message, room, None, false, ts)
+    }
+
+    /// Encodes `message` as a reply to one connection: the envelope says `"reply": true`,
+    /// so a client does not take its id for a place to resume from.
+    pub(crate) fn encode_reply(id: Arc<str>, message: &Message) -> Self {
+        Self::encode_as(
+            id,
+            message,
+            None,
+            None,
+            true,
+            unix_millis(SystemTime::now()),
+        )
     }
 
     /// Encodes `message` for the SSE event `name` (an `event:` line and no `id:` line, so
@@ -229,6 +249,7 @@ impl Frame {
             message,
             None,
             Some(name),
+            false,
             unix_millis(SystemTime::now()),
         )
     }
@@ -238,6 +259,7 @@ impl Frame {
         message: &Message,
         room: Option<&str>,
         event: Option<&str>,
+        reply: bool,
         ts: u64,
     ) -> Self {
         let envelope = Envelope {
@@ -247,6 +269,8 @@ impl Frame {
             ts,
             room,
             data: &message.data,
+            ack: message.ack,
+            reply,
         };
         let json = serde_json::to_vec(&envelope)
             .expect("the envelope has string keys and already-valid JSON data");
@@ -348,6 +372,29 @@ mod tests {
         let sse = std::str::from_utf8(frame.sse_event()).unwrap();
         assert_eq!(sse.matches('\n').count(), 3, "{sse}");
         assert!(!sse.contains('\r'));
+    }
+
+    /// A client can tell from the envelope alone what to ack and what not to resume from.
+    #[test]
+    fn the_envelope_says_when_to_ack_and_when_it_is_a_reply() {
+        let flags = |frame: &Frame| {
+            let envelope: serde_json::Value = serde_json::from_str(frame.json()).unwrap();
+            (envelope.get("ack").cloned(), envelope.get("reply").cloned())
+        };
+        let plain = Message::json("chat", serde_json::json!({}));
+        assert_eq!(
+            flags(&Frame::encode("e-1".into(), &plain, None)),
+            (None, None)
+        );
+        let acked = plain.clone().with_ack(true);
+        assert_eq!(
+            flags(&Frame::encode("e-2".into(), &acked, Some("lobby"))),
+            (Some(true.into()), None)
+        );
+        assert_eq!(
+            flags(&Frame::encode_reply("e-3".into(), &plain)),
+            (None, Some(true.into()))
+        );
     }
 
     #[test]

@@ -433,3 +433,77 @@ async fn the_handlers_calls_for_a_connection_end_with_it() {
     assert!(within("the call cancelled", watched).await.is_err());
     server.shutdown().await;
 }
+
+/// What a browser client needs from the wire: a message that asks for an ack says so on
+/// both transports, a reply (`pong`, `error`, the handler's answer) says it is one (its id
+/// is no place to resume from), and an SSE stream opened with `keepalive=event` sends
+/// keep-alives an `EventSource` sees; any other `keepalive` is refused.
+#[tokio::test]
+async fn envelopes_say_ack_and_reply_and_sse_keep_alives_can_be_events() {
+    let (handler, _seen) = recording_handler();
+    let server = TestServer::start_with(Hub::builder().message_handler(handler).build(), |app| {
+        app.sse(dualcast::SseSettings::new().keep_alive(std::time::Duration::from_secs(1)))
+    })
+    .await;
+    let token = player_token("flags");
+    let mut ws = server.ws("/api/ws", &token).await;
+    let mut sse = server.sse("/api/sse?keepalive=event", &token).await;
+
+    let acked = Message::json("order", json!({"n": 1})).with_ack(true);
+    server.hub.send_to_player("flags", &acked);
+    for envelope in [ws.next_json().await, sse.next_json().await] {
+        assert_eq!(envelope["type"], "order");
+        assert_eq!(envelope["ack"], true, "{}", abbreviated(&envelope));
+        assert!(
+            envelope.get("reply").is_none(),
+            "{}",
+            abbreviated(&envelope)
+        );
+    }
+    let plain = publish_sentinel(&server.hub);
+    for envelope in [ws.next_json().await, sse.next_json().await] {
+        assert_eq!(envelope["id"], plain.as_str());
+        assert!(envelope.get("ack").is_none() && envelope.get("reply").is_none());
+    }
+
+    ws.send_json(&json!({"type": "ping", "id": "p1"})).await;
+    ws.send_json(&json!({"type": "ping", "v": 2, "id": "p2"}))
+        .await;
+    ws.send_json(&json!({"type": "hello", "id": "h1", "data": {}}))
+        .await;
+    let mut replies = Vec::new();
+    for _ in 0..3 {
+        replies.push(ws.next_json().await);
+    }
+    let mut types: Vec<_> = replies.iter().map(|r| r["type"].to_string()).collect();
+    types.sort();
+    assert_eq!(types, ["\"echo\"", "\"error\"", "\"pong\""]);
+    for reply in &replies {
+        assert_eq!(reply["reply"], true, "{}", abbreviated(reply));
+    }
+
+    // The stream's keep-alive is an event with an empty data line and no id.
+    let record = within("a ping event", async {
+        loop {
+            let record = sse.next_record().await;
+            if !record.is_comment {
+                break record;
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        (record.event.as_deref(), record.id, record.data.as_str()),
+        (Some("ping"), None, "")
+    );
+
+    for value in ["pong", "", "EVENT"] {
+        let (status, _) = server
+            .try_sse(&format!("/api/sse?keepalive={value}"), Some(&token))
+            .await;
+        assert_eq!(status, http::StatusCode::BAD_REQUEST, "keepalive={value}");
+    }
+    assert_eq!(server.hub.connections_of("flags").len(), 2);
+    drop((ws, sse));
+    server.shutdown().await;
+}

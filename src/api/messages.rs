@@ -108,7 +108,7 @@ fn answer(hub: &Hub, reply: Option<&Message>) -> Result<http::Response<ResponseB
     let Some(message) = reply else {
         return json_response(StatusCode::OK, &Answer { reply: None });
     };
-    let frame = hub.envelope(message);
+    let frame = hub.reply_envelope(message);
     let envelope: &RawValue = serde_json::from_str(frame.json())
         .map_err(|_| ApiError::system("could not encode the reply"))?;
     json_response(

@@ -88,9 +88,17 @@ pub(crate) struct Envelope {
     /// The payload, as published.
     #[schema(value_type = Value)]
     data: serde_json::Value,
+    /// The room it was published to, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<String>,
     /// Present and `true` when the client should acknowledge it.
     #[serde(skip_serializing_if = "Option::is_none")]
     ack: Option<bool>,
+    /// Present and `true` on a reply to what this connection sent (`pong`, `error`, the
+    /// handler's answer): not in the player's message stream, so not an id to resume
+    /// from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply: Option<bool>,
 }
 
 /// One event of an SSE stream, as an SSE parser hands it over.
@@ -98,8 +106,9 @@ pub(crate) struct Envelope {
 #[allow(dead_code)] // Described, never built: the SSE writer frames events itself.
 pub(crate) struct SseEvent {
     /// `message` (the default, unnamed) for an envelope; `recovery` after a resume,
-    /// `disconnect` before the stream ends.
-    #[schema(pattern = "^(message|recovery|disconnect)$")]
+    /// `disconnect` before the stream ends, `ping` (empty data) as the keep-alive of a
+    /// stream opened with `keepalive=event`.
+    #[schema(pattern = "^(message|recovery|disconnect|ping)$")]
     event: Option<String>,
     /// The envelope id (`Last-Event-ID` to resume from); absent on `recovery` and
     /// `disconnect`.
@@ -235,6 +244,18 @@ struct TransportQuery {
     /// wins over it. Empty means none.
     #[param(max_length = 128, pattern = "^[!-~]*$")]
     last_event_id: Option<String>,
+}
+
+/// How an SSE stream keeps itself alive.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Described, never built: the handler reads the query.
+struct SseQuery {
+    /// `comment` (the default): a comment line every keep-alive interval, which an
+    /// `EventSource` does not surface. `event`: an `event: ping` with empty data instead,
+    /// so a browser client can tell a live stream from a dead one.
+    #[param(pattern = "^(comment|event)$")]
+    keepalive: Option<String>,
 }
 
 /// The opening handshake of a WebSocket (RFC 6455 §4.1); a browser's `new WebSocket`
@@ -607,9 +628,9 @@ mod operations {
         get,
         path = "/api/sse",
         tag = "transports",
-        params(TransportQuery),
+        params(TransportQuery, SseQuery),
         responses(
-            (status = 200, description = "The stream: each envelope as `id:` and `data:` lines, comments as heartbeats, `event: recovery` after a resume, `event: disconnect` with the reason before it ends.", content_type = "text/event-stream", body = SseEvent),
+            (status = 200, description = "The stream: each envelope as `id:` and `data:` lines, comments (or `event: ping`) as heartbeats, `event: recovery` after a resume, `event: disconnect` with the reason before it ends.", content_type = "text/event-stream", body = SseEvent),
             (status = 400, response = BadRequest),
             (status = 401, response = Unauthorized),
             (status = 403, response = Forbidden),
@@ -627,7 +648,7 @@ mod operations {
         get,
         path = "/sse/{player_id}",
         tag = "transports",
-        params(PlayerPath, TransportQuery),
+        params(PlayerPath, TransportQuery, SseQuery),
         responses(
             (status = 200, description = "The stream, as on `/api/sse`.", content_type = "text/event-stream", body = SseEvent),
             (status = 400, response = BadRequest),

@@ -173,9 +173,9 @@ impl Hub {
         found.cloned()
     }
 
-    /// `message` in a fresh envelope of this hub.
-    pub(crate) fn envelope(&self, message: &Message) -> Frame {
-        self.encode(message, None)
+    /// `message` in a fresh reply envelope of this hub (`"reply": true`).
+    pub(crate) fn reply_envelope(&self, message: &Message) -> Frame {
+        Frame::encode_reply(self.next_id(), message)
     }
 
     /// Sends `message` to `connection` alone, in a fresh envelope (a reply to what it
@@ -184,7 +184,7 @@ impl Hub {
         if connection.end_reason().is_some() {
             return;
         }
-        let frame = self.encode(message, None);
+        let frame = self.reply_envelope(message);
         match connection.outbox.try_send(frame) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {

@@ -16,8 +16,30 @@ use crate::message::Frame;
 
 /// The first chunk of every stream: a comment, so the client knows at once it is open.
 const OPENING: &[u8] = b": connected\n\n";
-/// What a quiet stream sends every keep-alive interval.
+/// What a quiet stream sends every keep-alive interval: a comment by default.
 const KEEP_ALIVE: &[u8] = b":\n\n";
+/// The keep-alive of a stream opened with `keepalive=event`: an event a browser's
+/// `EventSource` hands to the page (an empty `data:` line, so that it is dispatched).
+const PING_EVENT: &[u8] = b"event: ping\ndata:\n\n";
+
+/// How a stream keeps itself alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum KeepAlive {
+    /// A comment line, which an `EventSource` does not surface.
+    #[default]
+    Comment,
+    /// An `event: ping`, which a page sees: a client's watchdog can tell a live stream.
+    PingEvent,
+}
+
+impl KeepAlive {
+    fn bytes(self) -> &'static [u8] {
+        match self {
+            Self::Comment => KEEP_ALIVE,
+            Self::PingEvent => PING_EVENT,
+        }
+    }
+}
 
 /// Put in the extensions of an SSE response dualcast made, for a server that writes the
 /// stream itself: the connection's end signal, which it must honour even while a write to
@@ -44,15 +66,17 @@ pub(crate) struct SseStream {
     #[pin]
     timer: Sleep,
     state: State,
+    style: KeepAlive,
 }
 
 impl SseStream {
-    /// The stream of `guard`'s connection, with a comment every `keep_alive`, and the
-    /// control a server writing it directly watches.
+    /// The stream of `guard`'s connection, with a keep-alive of `style` every
+    /// `keep_alive`, and the control a server writing it directly watches.
     pub(crate) fn new(
         guard: ConnectionGuard,
         outbox: Outbox,
         keep_alive: Duration,
+        style: KeepAlive,
     ) -> (Self, SseControl) {
         let control = SseControl {
             end: guard.end_watch(),
@@ -63,6 +87,7 @@ impl SseStream {
             keep_alive,
             timer: tokio::time::sleep_until(Instant::now() + keep_alive),
             state: State::Opening,
+            style,
         };
         (stream, control)
     }
@@ -85,7 +110,7 @@ impl SseStream {
         }
         if this.timer.as_mut().poll(cx).is_ready() {
             this.timer.as_mut().reset(Instant::now() + *this.keep_alive);
-            return Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE)));
+            return Poll::Ready(Some(Bytes::from_static(this.style.bytes())));
         }
         match this.outbox.poll_recv(cx) {
             Poll::Ready(Some(frame)) => Poll::Ready(Some(batch(frame, this.outbox))),
@@ -136,7 +161,7 @@ mod tests {
             registration = registration.credential_deadline(deadline);
         }
         let (guard, outbox) = hub.register(registration).unwrap();
-        Box::pin(SseStream::new(guard, outbox, Duration::from_secs(15)).0)
+        Box::pin(SseStream::new(guard, outbox, Duration::from_secs(15), KeepAlive::Comment).0)
     }
 
     async fn next_chunk(stream: &mut Pin<Box<SseStream>>) -> String {
@@ -188,6 +213,24 @@ mod tests {
         for id in ids {
             assert!(chunk.contains(&format!("id: {id}\n")));
         }
+    }
+
+    /// `keepalive=event`: the keep-alive is an event an `EventSource` dispatches (an
+    /// `event:` line and an empty `data:` line), and it has no `id:`, so the browser's
+    /// `Last-Event-ID` stays the last message's.
+    #[tokio::test(start_paused = true)]
+    async fn a_ping_event_stream_keeps_alive_with_visible_events() {
+        let hub = Hub::new();
+        let (guard, outbox) = hub
+            .register(Registration::new("p", ConnectionKind::Sse))
+            .unwrap();
+        let (stream, _control) =
+            SseStream::new(guard, outbox, Duration::from_secs(15), KeepAlive::PingEvent);
+        let mut stream = Box::pin(stream);
+        let started = Instant::now();
+        assert_eq!(next_chunk(&mut stream).await, ": connected\n\n");
+        assert_eq!(next_chunk(&mut stream).await, "event: ping\ndata:\n\n");
+        assert_eq!(started.elapsed(), Duration::from_secs(15));
     }
 
     #[tokio::test(start_paused = true)]
