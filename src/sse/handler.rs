@@ -64,9 +64,10 @@ impl SseHandler {
 
     /// What this handler refuses before it asks the hub anything: a method other than
     /// `GET` (`405`), a path's player that is not the token's (`403`), a resume id that is
-    /// not one or a `keepalive` that is neither `comment` nor `event` (`400`). The default stack checks it before the session and admission
-    /// layers, so a request refused for these takes over no session; a host that stacks
-    /// those layers around this handler itself must call it first too.
+    /// not one or a `keepalive` that is neither `comment` nor `event` (`400`). The default
+    /// stack checks it before the session and admission layers, so a request refused for
+    /// these takes over no session; a host that stacks those layers around this handler
+    /// itself must call it first too.
     ///
     /// # Errors
     ///
