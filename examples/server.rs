@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | `DUALCAST_ADDR` | `127.0.0.1:8000` | address to listen on |
 //! | `DUALCAST_JWT_SECRET` | random, printed tokens | HS256 secret tokens are verified with |
+//! | `DUALCAST_JWT_LEEWAY_SECS` | `30` | clock skew allowed on a token's `exp` and `nbf`; a connection ends with `auth_expired` this long after `exp` |
 //! | `DUALCAST_OUTBOX_CAPACITY` | `256` | messages queued per connection before `slow_consumer` |
 //! | `DUALCAST_SSE_KEEP_ALIVE_SECS` | `15` | seconds between SSE keep-alive comments |
 //! | `DUALCAST_MAX_PUBLISH_BYTES` | `1048576` | largest publish body |
@@ -55,6 +56,10 @@ use dualcast::{
     SseSettings, TrackLayer, WebSocketSettings,
 };
 use tower::Layer;
+
+#[path = "server/demo.rs"]
+mod demo;
+use demo::DemoRoutes;
 use tower_http::trace::TraceLayer;
 use tracing_subscriber::EnvFilter;
 
@@ -153,22 +158,26 @@ async fn run() -> Result<(), String> {
         .delivery(delivery)
         .message_handler(say_to_room());
     let hub = with_backplane(hub).await?.build();
-    let auth = AuthLayer::new(JwtAuthenticator::hs256(&secret));
+    let leeway = Duration::from_secs(setting("DUALCAST_JWT_LEEWAY_SECS", 30)?);
+    let auth = AuthLayer::new(JwtAuthenticator::hs256(&secret).leeway(leeway));
     let track = TrackLayer::pair()
         .0
         .max_connections_per_player(per_player)
         .connect_rate_per_player(rate_per_player)
         .connect_rate_per_address(rate_per_addr)
         .trusted_proxies(trusted_proxies);
-    let (app, hub) = Dualcast::builder(auth)
+    let (layer, hub) = Dualcast::builder(auth)
         .hub(hub)
         .track(track)
         .metrics_public(metrics_public)
         .sse(SseSettings::new().keep_alive(Duration::from_secs(keep_alive_secs)))
         .max_publish_body(max_publish_bytes)
         .websocket(WebSocketSettings::new().read_buffer_size(ws_read_buffer))
-        .build_service();
-    let endpoints = app.endpoints().clone();
+        .openapi_route(true)
+        .build();
+    let endpoints = layer.endpoints().clone();
+    // dualcast's layer around the example's own routes: the demo page, the client's files.
+    let app = layer.layer(DemoRoutes::new(generated.then_some(&secret[..])));
     let traced = TraceLayer::new_for_http()
         .make_span_with(PathSpan)
         .layer(app);

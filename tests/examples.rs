@@ -249,6 +249,157 @@ async fn sigint_shuts_the_example_server_down_counting_its_realtime_connections(
     server.exits_successfully().await;
 }
 
+/// The example server with its own generated secret: no `DUALCAST_JWT_SECRET`.
+fn start_server_with_generated_secret() -> Example {
+    Example::start("server", &[("RUST_LOG", "info")])
+}
+
+/// `GET path` on `addr`: the status, the content type and the body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String, Bytes) {
+    let (status, headers, body) = http_at(addr, "GET", path, &[], Bytes::new()).await;
+    let content_type = headers
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status.as_u16(), content_type, body)
+}
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(body)))
+}
+
+#[tokio::test]
+async fn the_example_server_serves_the_demo_page_the_browser_client_and_demo_tokens() {
+    let mut server = start_server_with_generated_secret();
+    let addr = server_address(&mut server).await;
+
+    let (status, content_type, page) = get(addr, "/").await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "text/html; charset=utf-8")
+    );
+    let page = String::from_utf8(page.to_vec()).unwrap();
+    assert!(
+        page.contains(r#"from "/client/dualcast.js""#),
+        "the page imports the client"
+    );
+    assert!(page.contains(r#"id="monitor-chart""#));
+    for (path, file) in [
+        ("/client/dualcast.js", include_str!("../client/dualcast.js")),
+        ("/client/react.js", include_str!("../client/react.js")),
+        (
+            "/client/dualcast.d.ts",
+            include_str!("../client/dualcast.d.ts"),
+        ),
+        ("/client/react.d.ts", include_str!("../client/react.d.ts")),
+    ] {
+        let (status, content_type, body) = get(addr, path).await;
+        assert_eq!(status, 200, "{path}");
+        let expected = if path.ends_with(".js") {
+            "text/javascript; charset=utf-8"
+        } else {
+            "text/plain; charset=utf-8"
+        };
+        assert_eq!(content_type, expected, "{path}");
+        assert_eq!(&body[..], file.as_bytes(), "{path} is the file itself");
+    }
+
+    // A demo token opens what a player may open; a service one what a service may.
+    let (status, _, body) = get(addr, "/demo/token?player=alice&ttl=60").await;
+    assert_eq!(status, 200, "{body:?}");
+    let answer = json(&body);
+    assert_eq!(
+        (answer["player_id"].as_str(), answer["role"].as_str()),
+        (Some("alice"), Some("player"))
+    );
+    assert_eq!(
+        (answer["demo"].as_bool(), answer["expires_in"].as_u64()),
+        (Some(true), Some(60))
+    );
+    assert!(answer["note"]
+        .as_str()
+        .unwrap()
+        .contains("DUALCAST_JWT_SECRET"));
+    let player = answer["token"].as_str().unwrap().to_owned();
+    let bearer = |token: &str| [("authorization", format!("Bearer {token}"))];
+    let (status, _, body) = http_at(
+        addr,
+        "GET",
+        "/api/connections/alice/session",
+        &bearer(&player),
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body:?}");
+    let (status, _, _) = http_at(
+        addr,
+        "GET",
+        "/api/connections/stats",
+        &bearer(&player),
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, 403, "a player token is no service token");
+    let (_, _, body) = get(addr, "/demo/token?player=backend&role=service").await;
+    let service = json(&body)["token"].as_str().unwrap().to_owned();
+    let (status, _, body) = http_at(
+        addr,
+        "GET",
+        "/api/connections/stats",
+        &bearer(&service),
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body:?}");
+
+    // Bad requests are the SPEC's error body.
+    for (query, code) in [
+        ("", "INVALID_PLAYER"),
+        ("player=a%20b", "INVALID_PLAYER"),
+        ("player=alice&role=admin", "INVALID_ROLE"),
+        ("player=alice&ttl=0", "INVALID_TTL"),
+        ("player=alice&ttl=86401", "INVALID_TTL"),
+        ("player=alice&ttl=soon", "INVALID_TTL"),
+    ] {
+        let (status, _, body) = get(addr, &format!("/demo/token?{query}")).await;
+        let answer = json(&body);
+        assert_eq!(
+            (status, answer["details"]["error_code"].as_str()),
+            (400, Some(code)),
+            "{query}"
+        );
+        assert_eq!(answer["error"], true);
+    }
+    let (status, headers, body) = http_at(addr, "POST", "/", &[], Bytes::new()).await;
+    assert_eq!(status, 405, "{body:?}");
+    assert_eq!(headers["allow"], "GET, HEAD");
+    let (status, _, body) = get(addr, "/client/other.js").await;
+    assert_eq!(
+        (status, json(&body)["details"]["error_code"].as_str()),
+        (404, Some("ROUTE_NOT_FOUND"))
+    );
+    let (status, _, _) = get(addr, "/api/openapi.json").await;
+    assert_eq!(status, 200, "the OpenAPI document is still served");
+    server.interrupt();
+    server.exits_successfully().await;
+}
+
+#[tokio::test]
+async fn with_a_configured_secret_the_example_server_has_no_demo_tokens() {
+    let mut server = start_server();
+    let addr = server_address(&mut server).await;
+    let (status, _, body) = get(addr, "/demo/token?player=alice").await;
+    assert_eq!(
+        (status, json(&body)["details"]["error_code"].as_str()),
+        (404, Some("ROUTE_NOT_FOUND"))
+    );
+    let (status, _, _) = get(addr, "/").await;
+    assert_eq!(status, 200, "the page is served: it asks for tokens");
+    server.interrupt();
+    server.exits_successfully().await;
+}
+
 // The axum example.
 
 #[tokio::test]
