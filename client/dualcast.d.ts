@@ -98,6 +98,25 @@ export interface DualcastOptions {
   dedupSize?: number;
   /** Milliseconds `send()` waits for a WebSocket reply before resolving `null`. Default 10000. */
   replyTimeout?: number;
+  /** Replaces what the client takes from the page (tests run it in node with fakes). */
+  env?: Partial<DualcastEnvironment>;
+}
+
+/** What the client takes from its surroundings; each defaults to the page's own. */
+export interface DualcastEnvironment {
+  WebSocket: typeof WebSocket;
+  EventSource: typeof EventSource;
+  fetch: typeof fetch;
+  setTimeout(callback: () => void, ms: number): unknown;
+  clearTimeout(id: unknown): void;
+  random(): number;
+  locks: LockManager | undefined;
+  BroadcastChannel: typeof BroadcastChannel | undefined;
+  /** Where `online` and `offline` are dispatched (the window). */
+  events: EventTarget | null;
+  onLine(): boolean;
+  /** The default `baseUrl`. */
+  origin: string | undefined;
 }
 
 /** A refusal from the server (SPEC error body or an `error` envelope). */
@@ -147,3 +166,13 @@ export declare function backoffDelay(attempt: number, base?: number, cap?: numbe
 
 /** Reasons after which the client never reconnects. */
 export declare const TERMINAL_REASONS: ReadonlySet<string>;
+
+/** The last `size` ids seen (the dedup window). */
+export declare class SeenIds {
+  constructor(size?: number);
+  /** Remembers `id`; false when it was already remembered. */
+  add(id: string): boolean;
+}
+
+/** The `sub` claim of a JWT (not verified: the server decides), or null. */
+export declare function tokenSubject(token: string): string | null;

@@ -1,7 +1,6 @@
 // Type declarations of `react.js`, the dualcast React hook (`dualcast-client/react`).
 
 import type {
-  ClientEvents,
   DisconnectEvent,
   DualcastClient,
   DualcastError,
@@ -14,20 +13,11 @@ import type {
 } from "./dualcast.js";
 
 /** What the hook uses of a client: a `DualcastClient`, or a stand-in with the same members (tests). */
-export interface DualcastClientLike {
-  on<K extends keyof ClientEvents>(event: K, listener: (event: ClientEvents[K]) => void): (() => void) | void;
-  off<K extends keyof ClientEvents>(event: K, listener: (event: ClientEvents[K]) => void): void;
-  connect(): void;
-  close(): void;
-  send<T = unknown>(type: string, data?: unknown): Promise<Envelope<T> | null>;
-  newSession(sessionId?: string): Promise<string>;
-  switchSession(sessionId: string): void;
-  readonly state: Record<Transport, TransportState>;
-  readonly playerId: string | null;
-  readonly sessionId: string | null;
-  readonly lastEventId: string | null;
-  readonly isLeader: boolean;
-}
+export type DualcastClientLike = Pick<
+  DualcastClient,
+  | "on" | "off" | "connect" | "close" | "send" | "newSession" | "switchSession"
+  | "state" | "playerId" | "sessionId" | "lastEventId" | "isLeader"
+>;
 
 /** A `DisconnectEvent` with when the hook saw it (milliseconds since the Unix epoch). */
 export type SeenDisconnect = DisconnectEvent & { at: number };
