@@ -475,18 +475,15 @@ export class DualcastClient {
     };
     source.addEventListener("open", () => current() && this._opened(link));
     source.addEventListener("ping", () => current() && this._feed(link));
-    source.addEventListener("message", (event) => {
+    const onEnvelope = (event) => {
       if (!current()) return;
       this._feed(link);
       const envelope = parse(event);
       if (envelope) this._envelope(link, envelope);
-    });
-    source.addEventListener("recovery", (event) => {
-      if (!current()) return;
-      this._feed(link);
-      const envelope = parse(event);
-      if (envelope) this._envelope(link, envelope);
-    });
+    };
+    // A message record, and the `recovery` record (an envelope too, without an `id:` line).
+    source.addEventListener("message", onEnvelope);
+    source.addEventListener("recovery", onEnvelope);
     source.addEventListener("disconnect", (event) => {
       if (!current()) return;
       const data = parse(event) || {};
