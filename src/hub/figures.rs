@@ -103,12 +103,10 @@ impl Figures {
         }
     }
 
-    /// When the next health sample is due.
-    pub(super) fn next_sample(&self) -> Instant {
+    /// When the next health sample is due; `None` before the first, which is due at once.
+    pub(super) fn next_sample(&self) -> Option<Instant> {
         let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        samples
-            .back()
-            .map_or_else(Instant::now, |last| last.at + HEALTH_SAMPLE_EVERY)
+        samples.back().map(|last| last.at + HEALTH_SAMPLE_EVERY)
     }
 
     fn sample(&self, sample: Sample) {
@@ -472,7 +470,7 @@ impl Hub {
     /// Takes the keeper's health sample at `now`, if one is due.
     pub(super) fn sample_health(&self, now: Instant) {
         let figures = &self.inner.figures;
-        if figures.next_sample() > now {
+        if figures.next_sample().is_some_and(|due| due > now) {
             return;
         }
         let connections = self.census().connections();

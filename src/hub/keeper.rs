@@ -51,7 +51,7 @@ impl Hub {
     }
 
     /// Does what is due at `now`; returns when to look again (`None`: when woken).
-    fn keep_once(&self, now: Instant) -> Option<Instant> {
+    pub(super) fn keep_once(&self, now: Instant) -> Option<Instant> {
         // The write lock only when something is due: the keeper wakes every second while
         // connections have heartbeats, and deliveries take the read lock.
         let deadline_due = self.read().deadlines.next().is_some_and(|at| at <= now);
@@ -88,7 +88,7 @@ impl Hub {
             tick,
             registry.next_player_due(self.forget_after()),
             self.next_resend(),
-            Some(self.inner.figures.next_sample()),
+            self.inner.figures.next_sample(),
         ]
         .into_iter()
         .flatten()

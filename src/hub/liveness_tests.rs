@@ -296,3 +296,25 @@ async fn a_grace_and_state_ttl_of_forever_do_not_overflow_the_clock() {
     let (_again, _b) = pinged(&hub, "alice");
     assert_eq!(hub.presence("alice"), Presence::Online);
 }
+
+/// On the real clock, where every `Instant::now()` is a little past the keeper's `now`: the
+/// keeper sleeps until its next tick. (The first health sample used to count as due at
+/// "now" until taken, and was never taken, so the keeper woke every millisecond and swept
+/// every connection each time: a quarter of a core during a 5,000-connection fan-out.)
+#[tokio::test]
+async fn the_keeper_sleeps_a_tick_on_the_real_clock() {
+    let hub = Hub::new();
+    let _alice = pinged(&hub, "alice");
+    let now = tokio::time::Instant::now();
+    let next = hub.keep_once(now).expect("a heartbeat tick is due");
+    assert!(
+        next >= now + hub.inner.settings.heartbeat.tick() / 2,
+        "the keeper would wake {:?} after this turn",
+        next.saturating_duration_since(now)
+    );
+    let again = hub.keep_once(tokio::time::Instant::now());
+    assert!(
+        again.is_some_and(|at| at >= next),
+        "still asleep until then"
+    );
+}
