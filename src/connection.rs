@@ -8,10 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::task::AtomicWaker;
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use crate::inbound::InboundBudget;
-use crate::message::Frame;
+use crate::queue::FrameQueue;
 use dualcast_layers::Role;
 use tokio::time::Instant;
 
@@ -264,7 +263,8 @@ pub(crate) struct Connection {
     pub(crate) inbound: Mutex<InboundBudget>,
     /// Client messages of this connection the host's handler is working on.
     pub(crate) in_flight: AtomicU16,
-    pub(crate) outbox: mpsc::Sender<Frame>,
+    /// The frames published to it, drained by its transport.
+    pub(crate) outbox: FrameQueue,
 }
 
 /// The hub pings this connection and ends it when it falls silent (WebSocket).
@@ -301,7 +301,8 @@ pub(crate) struct NewConnection {
     pub(crate) session_id: Option<Arc<str>>,
     pub(crate) heartbeats: bool,
     pub(crate) inbound: InboundBudget,
-    pub(crate) outbox: mpsc::Sender<Frame>,
+    /// The bound of its outbox.
+    pub(crate) outbox_capacity: usize,
 }
 
 impl Connection {
@@ -321,7 +322,7 @@ impl Connection {
             waker: AtomicWaker::new(),
             inbound: Mutex::new(new.inbound),
             in_flight: AtomicU16::new(0),
-            outbox: new.outbox,
+            outbox: FrameQueue::new(new.outbox_capacity),
         }
     }
 
@@ -513,7 +514,6 @@ mod tests {
 
     #[test]
     fn the_first_end_reason_wins() {
-        let (tx, _rx) = mpsc::channel(1);
         let connection = Connection::new(NewConnection {
             id: ConnectionId(1),
             player_id: "p".into(),
@@ -522,7 +522,7 @@ mod tests {
             session_id: None,
             heartbeats: false,
             inbound: InboundBudget::new(&InboundSettings::default()),
-            outbox: tx,
+            outbox_capacity: 1,
         });
         assert!(connection.end(DisconnectReason::SlowConsumer));
         assert!(!connection.end(DisconnectReason::ServerShutdown));

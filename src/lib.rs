@@ -44,6 +44,7 @@ pub mod inbound;
 mod limits;
 pub mod message;
 mod prefixed;
+mod queue;
 #[cfg(feature = "redis")]
 mod redis_backplane;
 pub mod routes;

@@ -40,6 +40,13 @@ impl<T> WriteBatch<T> {
         self.written > 0
     }
 
+    /// Lets `fill` add up to as many items as the batch has room for (it returns how many it
+    /// added); call only before writing starts.
+    pub(crate) fn fill(&mut self, fill: impl FnOnce(&mut Vec<T>, usize) -> usize) {
+        let room = MAX_BATCH.saturating_sub(self.items.len());
+        fill(&mut self.items, room);
+    }
+
     /// Adds an item; call only while not [full](Self::is_full) and before writing starts.
     pub(crate) fn push(&mut self, item: T) {
         self.items.push(item);

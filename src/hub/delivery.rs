@@ -7,7 +7,6 @@ use std::sync::{Arc, PoisonError};
 
 use dualcast_layers::metrics::Transport;
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::mailbox::Meta;
@@ -15,6 +14,7 @@ use super::registry::Player;
 use super::Hub;
 use crate::connection::{Connection, ConnectionKind, DisconnectReason};
 use crate::message::{Frame, Message};
+use crate::queue::SendError;
 
 /// What a publish reached (SPEC §4); serializes to the HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -378,13 +378,12 @@ impl Hub {
             return;
         }
         match connection.outbox.try_send(frame.clone()) {
-            Ok(()) => {
+            Ok(free) => {
                 report.delivered += 1;
                 match connection.kind {
                     ConnectionKind::WebSocket => report.websocket += 1,
                     ConnectionKind::Sse => report.sse += 1,
                 }
-                let free = connection.outbox.capacity();
                 let capacity = self.inner.settings.outbox_capacity;
                 if free < capacity / 4 {
                     connection.set_outbox_high(true);
@@ -392,7 +391,7 @@ impl Hub {
                     connection.set_outbox_high(false);
                 }
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(SendError::Full) => {
                 report.failed += 1;
                 if let Some(observer) = self.observer() {
                     observer.outbox_overflow();
@@ -400,7 +399,7 @@ impl Hub {
                 connection.end(DisconnectReason::SlowConsumer);
                 failed.push(connection.clone());
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(SendError::Closed) => {
                 report.failed += 1;
                 connection.end(DisconnectReason::ClientClosed);
                 failed.push(connection.clone());

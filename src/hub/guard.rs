@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use dualcast_layers::OwnedLeases;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Hub;
@@ -141,6 +141,14 @@ impl ConnectionGuard {
     }
 }
 
+impl Drop for Outbox {
+    /// The transport is done with it: what is queued is freed, and deliveries to the
+    /// connection fail from now on (it is removed as closed, if it was not already).
+    fn drop(&mut self) {
+        self.connection.outbox.close();
+    }
+}
+
 impl fmt::Debug for ConnectionGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectionGuard")
@@ -184,7 +192,7 @@ pub struct Outbox {
     /// `recovery` event); `None` once sent, or if there was none. Boxed so that the
     /// idle connection pays one word for it.
     catch_up: Option<Box<CatchUp>>,
-    receiver: mpsc::Receiver<Frame>,
+    /// Its queue is in the connection, which the hub's deliveries fill.
     connection: Arc<Connection>,
 }
 
@@ -204,7 +212,6 @@ struct CatchUp {
 
 impl Outbox {
     pub(super) fn new(
-        receiver: mpsc::Receiver<Frame>,
         connection: Arc<Connection>,
         catch_up: VecDeque<Frame>,
         fetching: Option<oneshot::Receiver<VecDeque<Frame>>>,
@@ -219,7 +226,6 @@ impl Outbox {
         });
         Self {
             catch_up,
-            receiver,
             connection,
         }
     }
@@ -293,9 +299,10 @@ impl Outbox {
             Poll::Ready(None) => {}
         }
         loop {
-            match self.receiver.poll_recv(cx) {
-                Poll::Ready(Some(frame)) if self.replayed_already(&frame) => continue,
-                other => return other,
+            match self.connection.outbox.poll_recv(cx) {
+                Poll::Ready(frame) if self.replayed_already(&frame) => continue,
+                Poll::Ready(frame) => return Poll::Ready(Some(frame)),
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
@@ -308,11 +315,34 @@ impl Outbox {
             Poll::Ready(None) => {}
         }
         loop {
-            let frame = self.receiver.try_recv().ok()?;
+            let frame = self.connection.outbox.try_recv()?;
             if !self.replayed_already(&frame) {
                 return Some(frame);
             }
         }
+    }
+
+    /// Moves up to `max` ready frames to `out`, taking the queue's lock once when no
+    /// catch-up is left to send; how many it moved. With none ready, the task is woken when
+    /// one comes.
+    pub(crate) fn poll_recv_many(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Frame>,
+        max: usize,
+    ) -> usize {
+        if self.catch_up.is_none() {
+            return self.connection.outbox.poll_recv_many(cx, out, max);
+        }
+        let mut moved = 0;
+        while moved < max {
+            match self.poll_recv(cx) {
+                Poll::Ready(Some(frame)) => out.push(frame),
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+            moved += 1;
+        }
+        moved
     }
 
     /// The connection this outbox feeds.

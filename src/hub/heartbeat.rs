@@ -120,7 +120,7 @@ impl Hub {
                 if connection.end_reason().is_some() {
                     continue;
                 }
-                if connection.outbox_high() && connection.outbox.capacity() > low_water {
+                if connection.outbox_high() && connection.outbox.free() > low_water {
                     connection.set_outbox_high(false);
                 }
                 if connection.has_heartbeats()

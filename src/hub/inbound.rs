@@ -10,13 +10,13 @@
 //! [`InboundSettings::max_in_flight`](crate::inbound::InboundSettings) at once per
 //! connection.
 
+use crate::queue::SendError;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use super::Hub;
 use crate::connection::{Connection, ConnectionId, ConnectionKind, DisconnectReason};
@@ -186,8 +186,8 @@ impl Hub {
         }
         let frame = self.reply_envelope(message);
         match connection.outbox.try_send(frame) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Ok(_) => {}
+            Err(SendError::Full) => {
                 if let Some(observer) = self.observer() {
                     observer.outbox_overflow();
                 }
@@ -199,7 +199,7 @@ impl Hub {
                     );
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(SendError::Closed) => {}
         }
     }
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use dualcast_layers::session::SessionRefused;
 use dualcast_layers::{OwnedLeases, Role};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::deadlines::Deadlines;
@@ -311,7 +310,6 @@ impl Hub {
         if credential_deadline.is_some() || heartbeats {
             self.start_keeper()?;
         }
-        let (sender, receiver) = mpsc::channel(self.inner.settings.outbox_capacity);
         let id = ConnectionId(self.inner.next_connection.fetch_add(1, Ordering::Relaxed));
         let connection = {
             let mut registry = self.write();
@@ -337,7 +335,7 @@ impl Hub {
                 session_id: Some(session),
                 heartbeats,
                 inbound: InboundBudget::new(&self.inner.settings.inbound),
-                outbox: sender,
+                outbox_capacity: self.inner.settings.outbox_capacity,
             }));
             let entry = registry.players.entry(player_id.clone()).or_default();
             let (catch_up, from_log) = self.catch_up(entry, resume.as_deref(), Instant::now());
@@ -401,9 +399,9 @@ impl Hub {
                 leases,
             ),
             match catch_up {
-                CatchUpNow::Ready(frames) => Outbox::new(receiver, connection, frames, None),
+                CatchUpNow::Ready(frames) => Outbox::new(connection, frames, None),
                 CatchUpNow::FromLog(fetching) => {
-                    Outbox::new(receiver, connection, VecDeque::new(), Some(fetching))
+                    Outbox::new(connection, VecDeque::new(), Some(fetching))
                 }
             },
         ))

@@ -543,15 +543,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Live<S> {
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Option<DisconnectReason>> {
         loop {
             if self.batch.is_empty() {
-                while !self.batch.is_full() {
-                    match self.outbox.poll_recv(cx) {
-                        Poll::Ready(Some(frame)) => self.batch.push(frame),
-                        Poll::Ready(None) => {
-                            return Poll::Ready(Some(DisconnectReason::ClientClosed))
-                        }
-                        Poll::Pending => break,
-                    }
-                }
+                // Every ready frame up to a batch, under one lock of the outbox.
+                let outbox = &mut self.outbox;
+                self.batch
+                    .fill(|frames, room| outbox.poll_recv_many(cx, frames, room));
                 if self.batch.is_empty() {
                     return Poll::Pending;
                 }
