@@ -214,7 +214,7 @@ mod tests {
             2,
             "woken again once empty"
         );
-        assert!(matches!(queue.poll_recv(&mut cx), Poll::Ready(f) if &*f.id() == "e-3"));
+        assert!(matches!(queue.poll_recv(&mut cx), Poll::Ready(f) if f.id() == "e-3"));
     }
 
     #[test]
