@@ -62,7 +62,9 @@ pub(crate) enum FirstRequest {
     /// Anything else, for hyper, which must be given these bytes (already read from the
     /// socket) before the socket's; empty when nothing was read.
     Other(Bytes),
-    /// Nothing arrived in time, or the socket failed: drop the connection.
+    /// Part of a request head came, and not the rest in time: answer `408` and close.
+    TimedOut,
+    /// Nothing arrived in time, or the socket failed or closed: drop the connection.
     Nothing,
 }
 
@@ -73,12 +75,21 @@ pub(crate) async fn first_request(
     timeout: Duration,
     table: &RouteTable,
 ) -> FirstRequest {
-    tokio::time::timeout(timeout, look_at_first_request(stream, table))
-        .await
-        .unwrap_or(FirstRequest::Nothing)
+    let mut arrived = false;
+    match tokio::time::timeout(timeout, look_at_first_request(stream, table, &mut arrived)).await {
+        Ok(first) => first,
+        Err(_) if arrived => FirstRequest::TimedOut,
+        // A connection that never sent a byte is not refused a request: it is closed.
+        Err(_) => FirstRequest::Nothing,
+    }
 }
 
-async fn look_at_first_request(stream: &TcpStream, table: &RouteTable) -> FirstRequest {
+/// What [`first_request`] finds; sets `arrived` once any byte of a request came.
+async fn look_at_first_request(
+    stream: &TcpStream,
+    table: &RouteTable,
+    arrived: &mut bool,
+) -> FirstRequest {
     if stream.readable().await.is_err() {
         return FirstRequest::Nothing;
     }
@@ -90,12 +101,17 @@ async fn look_at_first_request(stream: &TcpStream, table: &RouteTable) -> FirstR
             Ok(0) | Err(_) => return FirstRequest::Nothing,
             Ok(seen) => seen,
         };
+        *arrived = true;
         match parse_sse_request(&buffer[..seen], table) {
             Head::Sse(request, head_len) if head_len == seen => {
                 return FirstRequest::Sse(request, head_len)
             }
             // Bytes after the head, which an SSE client never sends: hyper serves it.
-            Head::Sse(..) | Head::Other => return FirstRequest::Other(Bytes::new()),
+            Head::Sse(..) => return FirstRequest::Other(Bytes::new()),
+            // Any other request, once its head is whole (so that one that never is gets its
+            // `408` here, not a silent close from hyper's own header timeout).
+            Head::Other if seen < MAX_HEAD && !head_is_whole(&buffer[..seen]) => seen,
+            Head::Other => return FirstRequest::Other(Bytes::new()),
             Head::Partial if seen < MAX_HEAD => seen,
             Head::Partial => return FirstRequest::Other(Bytes::new()),
         }
@@ -103,8 +119,8 @@ async fn look_at_first_request(stream: &TcpStream, table: &RouteTable) -> FirstR
     read_split_head(stream, seen, table).await
 }
 
-/// Reads, consuming it, the head of an SSE `GET` that has partly arrived (`seen` bytes of
-/// it), as the rest comes. A peek cannot wait for more bytes (the socket stays readable
+/// Reads, consuming it, a request head that has partly arrived (`seen` bytes of it), as
+/// the rest comes. A peek cannot wait for more bytes (the socket stays readable
 /// until a read finds nothing), a read can: each one that finds nothing clears the
 /// socket's readiness, and the next waits for new bytes.
 async fn read_split_head(stream: &TcpStream, seen: usize, table: &RouteTable) -> FirstRequest {
@@ -130,6 +146,7 @@ async fn read_split_head(stream: &TcpStream, seen: usize, table: &RouteTable) ->
                 return FirstRequest::Sse(request, 0);
             }
             Head::Partial if filled < MAX_HEAD => {}
+            Head::Other if filled < MAX_HEAD && !head_is_whole(&buffer[..filled]) => {}
             // Not a plain SSE GET after all, a head too long, or bytes after the head,
             // which an SSE client never sends: hyper serves it, from the first byte.
             Head::Sse(..) | Head::Partial | Head::Other => {
@@ -138,6 +155,14 @@ async fn read_split_head(stream: &TcpStream, seen: usize, table: &RouteTable) ->
             }
         }
     }
+}
+
+/// Whether `bytes` hold a whole request head (up to its blank line; bare line feeds
+/// count, as httparse takes them).
+fn head_is_whole(bytes: &[u8]) -> bool {
+    bytes.windows(2).any(|window| window == b"\n\n")
+        || bytes.windows(4).any(|window| window == b"\r\n\r\n")
+        || bytes.windows(3).any(|window| window == b"\n\r\n")
 }
 
 /// What a request head that has (partly) arrived is.
@@ -606,11 +631,28 @@ mod tests {
         assert_eq!(&still_there[..seen], head);
 
         let (server, mut client) = connected_pair().await;
-        client.write_all(b"GET /api/ws HTTP/1.1\r\n").await.unwrap();
+        client
+            .write_all(b"GET /api/ws HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         let first = first_request(&server, Duration::from_secs(10), &RouteTable::default()).await;
         assert!(
             matches!(&first, FirstRequest::Other(read) if read.is_empty()),
-            "the start of anything else goes to hyper untouched"
+            "any other whole head goes to hyper untouched"
+        );
+
+        // Any other head that comes in pieces is waited for whole, and handed over read.
+        let (server, mut client) = connected_pair().await;
+        client.write_all(b"GET /api/ws HTTP/1.1\r\n").await.unwrap();
+        let waiting = tokio::spawn(async move {
+            first_request(&server, Duration::from_secs(10), &RouteTable::default()).await
+        });
+        tokio::task::yield_now().await;
+        client.write_all(b"Host: x\r\n\r\n").await.unwrap();
+        let first = waiting.await.unwrap();
+        assert!(
+            matches!(&first, FirstRequest::Other(read) if &read[..] == b"GET /api/ws HTTP/1.1\r\nHost: x\r\n\r\n"),
+            "the head, read whole"
         );
 
         let (server, mut client) = connected_pair().await;
@@ -708,17 +750,22 @@ mod tests {
         assert!(matches!(first, FirstRequest::Nothing));
     }
 
+    /// A head that stops half way is refused at the timeout (the caller answers `408`),
+    /// whatever request it starts; a connection that sent nothing is only dropped.
     #[tokio::test(start_paused = true)]
-    async fn a_stalled_head_is_dropped_at_the_timeout() {
-        let (server, mut client) = connected_pair().await;
-        client
-            .write_all(b"GET /api/sse HTTP/1.1\r\n")
-            .await
-            .unwrap();
-        let started = tokio::time::Instant::now();
+    async fn a_stalled_head_is_refused_at_the_timeout() {
+        for start in [&b"GET /api/sse HTTP/1.1\r\n"[..], b"POST /api/rooms/lob"] {
+            let (server, mut client) = connected_pair().await;
+            client.write_all(start).await.unwrap();
+            let started = tokio::time::Instant::now();
+            let first =
+                first_request(&server, Duration::from_secs(10), &RouteTable::default()).await;
+            assert!(matches!(first, FirstRequest::TimedOut));
+            assert_eq!(started.elapsed(), Duration::from_secs(10));
+        }
+        let (server, _client) = connected_pair().await;
         let first = first_request(&server, Duration::from_secs(10), &RouteTable::default()).await;
         assert!(matches!(first, FirstRequest::Nothing));
-        assert_eq!(started.elapsed(), Duration::from_secs(10));
     }
 
     /// Answers any request with its method, URI and body length, as `text/plain`.

@@ -268,13 +268,38 @@ pub(crate) fn over_capacity_response(retry_after: Duration) -> Vec<u8> {
     .detail("error_code", "SERVER_AT_CAPACITY")
     .detail("retry_after_seconds", retry_after)
     .to_json();
+    closing_response(
+        "503 Service Unavailable",
+        &format!("retry-after: {retry_after}\r\n"),
+        &body,
+    )
+}
+
+/// The answer to a request head that did not arrive whole within `timeout`: `408` with the
+/// SPEC's error body, and the connection closed.
+pub(crate) fn head_timeout_response(timeout: Duration) -> Vec<u8> {
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    let body = ErrorResponse::new(
+        StatusCode::REQUEST_TIMEOUT,
+        ErrorType::ConnectionError,
+        format!("the request head did not arrive within {timeout_ms} ms"),
+    )
+    .detail("error_code", "HEAD_TIMEOUT")
+    .detail("timeout_ms", timeout_ms)
+    .to_json();
+    closing_response("408 Request Timeout", "", &body)
+}
+
+/// A whole HTTP/1.1 answer with a JSON `body` and `Connection: close`; `headers` are extra
+/// lines, each ending in CRLF.
+fn closing_response(status: &str, headers: &str, body: &[u8]) -> Vec<u8> {
     let mut response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-         retry-after: {retry_after}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{headers}\
+         content-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
-    response.extend_from_slice(&body);
+    response.extend_from_slice(body);
     response
 }
 

@@ -23,7 +23,8 @@ use tower::{Service, ServiceExt};
 use crate::direct_sse::{self, FirstRequest};
 use crate::hub::SHUTDOWN_GRACE;
 use crate::limits::{
-    is_health_check, over_capacity_response, AcceptErrors, ConnectionLimit, Counted, ServeSettings,
+    head_timeout_response, is_health_check, over_capacity_response, AcceptErrors, ConnectionLimit,
+    Counted, ServeSettings,
 };
 use crate::service::{Dualcast, Endpoints};
 
@@ -123,6 +124,8 @@ where
     let answering = ConnectionLimit::new(settings.get_over_capacity_answers());
     let retry_after = settings.get_retry_after();
     let mut accept_errors = AcceptErrors::default();
+    let mut at_cap = AcceptErrors::default();
+    let slow_heads = Arc::new(std::sync::Mutex::new(AcceptErrors::default()));
     tokio::pin!(signal);
     let mut connections = JoinSet::new();
     loop {
@@ -150,6 +153,14 @@ where
                 let _ = stream.set_nodelay(true);
                 let service = service.clone();
                 let Some(permit) = limit.try_acquire() else {
+                    if let Some(connections) = at_cap.record(tokio::time::Instant::now()) {
+                        tracing::warn!(
+                            connections,
+                            max_connections = settings.get_max_connections(),
+                            "at the connection cap: new connections are answered 503 \
+                             (logged at most every 10 s)"
+                        );
+                    }
                     // Past the cap, a few connections at a time are answered properly;
                     // the rest get the 503 written once, without waiting, and are closed,
                     // so that a flood cannot spend the descriptors kept in reserve.
@@ -178,6 +189,7 @@ where
                 let builder = Arc::clone(&builder);
                 let table = Arc::clone(&table);
                 let mut stopped = stopped.clone();
+                let slow_heads = Arc::clone(&slow_heads);
                 connections.spawn(async move {
                     let accepted_at = tokio::time::Instant::now();
                     let first = tokio::select! {
@@ -186,6 +198,10 @@ where
                     };
                     let (mut request, unread) = match first {
                         FirstRequest::Sse(request, unread) => (request, unread),
+                        FirstRequest::TimedOut => {
+                            refuse_slow_head(stream, peer, &slow_heads).await;
+                            return;
+                        }
                         FirstRequest::Nothing => return,
                         // The plain stream, which an upgrade can take back from hyper.
                         FirstRequest::Other(read) if read.is_empty() => {
@@ -282,6 +298,32 @@ async fn serve_over_capacity<S, B>(
     }
     tracing::debug!(%peer, "at the connection cap: answered 503");
     let answer = over_capacity_response(answer.retry_after);
+    let _ =
+        tokio::time::timeout(OVER_CAPACITY_HEAD_TIMEOUT, lingering_close(stream, &answer)).await;
+}
+
+/// Answers a connection whose request head did not come whole within the header timeout:
+/// `408` and a log line (at most one every 10 s, with the count it stands for, so that a
+/// slow-header flood does not flood the log too).
+async fn refuse_slow_head(
+    stream: Counted<TcpStream>,
+    peer: SocketAddr,
+    log: &std::sync::Mutex<AcceptErrors>,
+) {
+    let due = log
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .record(tokio::time::Instant::now());
+    if let Some(connections) = due {
+        tracing::warn!(
+            %peer,
+            connections,
+            timeout_ms = HEADER_TIMEOUT.as_millis() as u64,
+            "request head incomplete within the header timeout: answered 408 and closed \
+             (logged at most every 10 s)"
+        );
+    }
+    let answer = head_timeout_response(HEADER_TIMEOUT);
     let _ =
         tokio::time::timeout(OVER_CAPACITY_HEAD_TIMEOUT, lingering_close(stream, &answer)).await;
 }

@@ -225,3 +225,35 @@ async fn a_publish_body_that_arrives_in_time_is_published() {
         assert_eq!(envelope["data"]["text"], "hi");
     }
 }
+
+/// A request head that stops half way (an SSE `GET` whose last header line never comes, as
+/// from a client stalled mid-request, or a slow-header attack) is told why it is dropped:
+/// `408` with the SPEC's error body once the 10 s header timeout is over, then a close. It
+/// used to be closed with no answer and nothing in the log.
+#[tokio::test(start_paused = true)]
+async fn a_request_head_that_stalls_is_answered_408_and_the_connection_closed() {
+    let server = TestServer::start().await;
+    for partial in [
+        // The start of an SSE request (served without hyper when whole)...
+        format!(
+            "GET /api/sse HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\n",
+            server.addr
+        ),
+        // ...and the start of any other request.
+        "POST /api/rooms/lob".to_string(),
+    ] {
+        let mut stream = connect(&server).await;
+        stream.write_all(partial.as_bytes()).await.unwrap();
+        let response = tokio::time::timeout(ANSWER_WAIT, read_response(&mut stream))
+            .await
+            .expect("an answer within the header timeout");
+        assert_eq!(response.status, 408, "for {partial:?}");
+        assert_eq!(response.header("connection"), Some("close"));
+        let body = response.json();
+        assert_eq!(body["error"], true);
+        assert_eq!(body["error_type"], "connection_error");
+        assert_eq!(body["details"]["error_code"], "HEAD_TIMEOUT");
+        assert_eq!(body["details"]["timeout_ms"], 10_000);
+        closed(&mut stream).await;
+    }
+}
