@@ -437,6 +437,15 @@ impl Mailbox {
                 return;
             }
         }
+        if self.replay.len() == self.replay.capacity() {
+            // Grown as a `VecDeque` grows (doubling), except that the last step stops at
+            // the replay count: a full buffer then writes each new entry in the very slot
+            // its oldest was just read and dropped from, one cache line for both instead of
+            // two far apart (and no capacity past the count is held).
+            let len = self.replay.len();
+            let grown = (len * 2).max(4).min(settings.replay_count).max(len + 1);
+            self.replay.reserve_exact(grown - len);
+        }
         self.replay.push_back(recorded);
     }
 

@@ -587,7 +587,7 @@ impl Hub {
 }
 
 /// The key already stored for `key` in `map`, so that one string is shared; a new one if none.
-fn shared_key<V>(map: &HashMap<Arc<str>, V>, key: &str) -> Arc<str> {
+fn shared_key<V, S: std::hash::BuildHasher>(map: &HashMap<Arc<str>, V, S>, key: &str) -> Arc<str> {
     map.get_key_value(key)
         .map_or_else(|| Arc::from(key), |(stored, _)| stored.clone())
 }

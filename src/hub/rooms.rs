@@ -85,7 +85,7 @@ impl Hub {
 }
 
 /// The names in `set`, sorted; empty for `None`.
-fn sorted(set: Option<&HashSet<Arc<str>>>) -> Vec<String> {
+fn sorted<S>(set: Option<&HashSet<Arc<str>, S>>) -> Vec<String> {
     let mut names: Vec<String> = set
         .into_iter()
         .flatten()
